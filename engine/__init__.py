@@ -1,0 +1,1 @@
+"""Tokenizer, model, GGUF I/O, backends, generation and training."""

@@ -1,0 +1,1 @@
+"""Workspace index and context assembly (imports nothing of ours)."""
