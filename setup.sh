@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up hybrid-lsp in ./.venv (Python 3.11+, Linux or macOS). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# llama.cpp is compiled from source by llama-cpp-python: build it for any x86-64/arm64
+# CPU, not just this one (a cached native wheel can crash on another CPU).
+CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" .venv/bin/python -m pip install -q -e ".[dev]"
+echo "hybrid-lsp is set up in .venv" >&2
