@@ -7,7 +7,12 @@ attention with RoPE in every layer), so both are built by one code path.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import asdict, dataclass
+
+
+def _f32(x: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", float(x)))[0]
 
 
 class ConfigError(ValueError):
@@ -39,6 +44,10 @@ class ModelArgs:
     all_global: bool = False
 
     def __post_init__(self) -> None:
+        # The model file stores these as float32; holding the rounded values makes a
+        # config equal to its round trip and makes torch use exactly what llama.cpp uses.
+        for name in ("rope_base", "norm_eps", "logit_scale"):
+            object.__setattr__(self, name, _f32(getattr(self, name)))
         problems = []
         if self.vocab_size <= 0:
             problems.append(f"vocab_size must be > 0, got {self.vocab_size}")

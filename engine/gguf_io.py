@@ -303,7 +303,7 @@ def load_gguf(path: str | Path, *, validate: bool = True) -> LoadedModel:
     for t in reader.tensors:
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))
         arr = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape)
-        state[torch_name(t.name)] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        state[torch_name(t.name)] = torch.from_numpy(np.array(arr, dtype=np.float32, copy=True))
     return LoadedModel(info=info, state_dict=state)
 
 

@@ -134,9 +134,9 @@ class Transformer(nn.Module):
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
         self.layers = nn.ModuleList(Block(args, i) for i in range(args.n_layer))
         self.norm = nn.LayerNorm(args.dim, eps=args.norm_eps, bias=False)
-        self._rope_len = 0
-        self.register_buffer("rope_cos", torch.empty(0), persistent=False)
-        self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        # RoPE tables grow on demand; plain attributes (not buffers) so a model built on
+        # `meta` and loaded with assign=True needs no fix-up.
+        self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.max_seq = 0
 
     # -- set-up -------------------------------------------------------------------------
@@ -170,14 +170,14 @@ class Transformer(nn.Module):
 
     def _rope(self, start: int, t: int):
         end = start + t
-        if end > self._rope_len:
-            n = max(end, min(2 * max(self._rope_len, 1024), self.args.context_length))
-            n = max(n, end)
+        dev = self.tok_embeddings.weight.device
+        cache = self._rope_cache
+        if cache is None or cache[0].shape[0] < end or cache[0].device != dev:
+            have = 0 if cache is None else cache[0].shape[0]
+            n = max(end, min(2 * max(have, 1024), self.args.context_length))
             cos, sin = rope_tables(n, self.args.head_dim, self.args.rope_base)
-            dev = self.tok_embeddings.weight.device
-            self.rope_cos, self.rope_sin = cos.to(dev), sin.to(dev)
-            self._rope_len = n
-        return self.rope_cos[start:end], self.rope_sin[start:end]
+            cache = self._rope_cache = (cos.to(dev), sin.to(dev))
+        return cache[0][start:end], cache[1][start:end]
 
     # -- forward ------------------------------------------------------------------------
     def forward(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:

@@ -87,7 +87,7 @@ def llama_logits(llm, tokens: list[int], *, start: int = 0) -> np.ndarray:
     which llama.cpp accepts; it probes RoPE far out without evaluating 32K tokens.
     """
     llm.reset()
-    llm._ctx.memory_clear(True)
+    llm._ctx.kv_cache_clear()
     llm.n_tokens = start
     llm.eval(tokens)
     return np.array(llm.scores[start:start + len(tokens)], dtype=np.float32)

@@ -78,9 +78,28 @@ def test_logits_agree_past_32k(f32_model, llm_f32):
     got = llama_logits(llm_f32, toks, start=FAR)
     diff = np.abs(ref - got).max()
     assert diff < F32_TOL, f"max diff at positions {FAR}+: {diff:.2e}"
-    # The far positions really are far: the same tokens at 0 give other logits.
+    # The offset really took effect: RoPE is relative, so only rounding differs, but it does.
     near = torch_logits(model, toks, start=0)
-    assert np.abs(near - ref).max() > 100 * F32_TOL
+    assert np.abs(near - ref).max() > 1e-5
+
+
+def _naive_rope_tables(n_pos, rot_dim, base):
+    inv = 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim))
+    t = torch.arange(n_pos, dtype=torch.float32)[:, None] * inv[None]
+    return torch.cos(t), torch.sin(t)
+
+
+def test_ggml_order_rope_tables_matter_far_out(f32_model, llm_f32, monkeypatch):
+    """A textbook float32 RoPE table drifts from llama.cpp past 32K; ours does not."""
+    model, _ = f32_model
+    toks = prompt(model.args.vocab_size, 64, seed=1)
+    got = llama_logits(llm_f32, toks, start=FAR)
+    ours = np.abs(torch_logits(model, toks, start=FAR) - got).max()
+    monkeypatch.setattr(model_mod, "rope_tables", _naive_rope_tables)
+    naive_model = model_mod.Transformer(model.args)
+    naive_model.load_state_dict(_state(model))
+    naive = np.abs(torch_logits(naive_model.eval(), toks, start=FAR) - got).max()
+    assert naive > 4 * ours, f"naive {naive:.2e} vs ggml-order {ours:.2e}"
 
 
 def test_chunked_prefill_matches_one_shot(f32_model):
@@ -119,7 +138,7 @@ def greedy_torch(model, toks: list[int], n: int) -> tuple[list[int], float]:
 
 def greedy_llama(llm, toks: list[int], n: int) -> list[int]:
     llm.reset()
-    llm._ctx.memory_clear(True)
+    llm._ctx.kv_cache_clear()
     llm.eval(toks)
     out = []
     for _ in range(n):
@@ -217,9 +236,11 @@ def test_round_trip_lossy_dtypes(f32_model, tok, tmp_path, dtype):
             assert torch.equal(got, ref.half().float()), name
         elif dtype == "bf16":
             assert torch.equal(got, ref.bfloat16().float()), name
-        else:  # Q8_0: per-32 block absmax/127 scale, so error <= scale / 2 (+ f16 scale rounding)
+        else:
+            # Q8_0: per-32 block scale d = absmax/127 stored in f16, so |error| <= d/2 from
+            # rounding plus 127 * |d - f16(d)| <= 127 * 2^-11 d from the scale: 0.57 d.
             blocks = ref.reshape(-1, 32)
-            bound = blocks.abs().amax(-1, keepdim=True) / 127 * 0.51 + 1e-6
+            bound = blocks.abs().amax(-1, keepdim=True) / 127 * 0.57 + 1e-7
             assert ((got.reshape(-1, 32) - blocks).abs() <= bound).all(), name
     # Export again from the loaded weights: a second round trip changes nothing.
     path2 = tmp_path / f"m2-{dtype}.gguf"
