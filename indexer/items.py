@@ -42,6 +42,8 @@ class Item:
     trait_name: str | None = None   # for impl blocks and their items: the trait implemented
     self_type: str | None = None    # for impl blocks and their items: the type implemented on
     is_pub: bool = False
+    outer_start_byte: int = 0       # start including the doc comments and attributes above
+    outer_start_line: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class UseDecl:
     glob: bool = False              # `use foo::*;` (path is the module)
     is_pub: bool = False            # `pub use` re-export
     line: int = 0
+    module: str = ""                # module the `use` appears in (inline mods count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,7 @@ class ModDecl:
     inline: bool
     path_attr: str | None = None    # value of #[path = "..."]
     line: int = 0
+    module: str = ""                # module the declaration appears in
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,8 @@ class FileIndex:
     errors: tuple[str, ...] = ()        # parse problems (the file is still indexed)
     read_only: bool = False             # dependency / std source
     crate: str = ""                     # crate name the file belongs to
+    module: str = ""                    # the file's module path, e.g. "crate::a::b"
+    doc: str = ""                       # the file's //! module doc
 
 
 @dataclass(frozen=True, slots=True)

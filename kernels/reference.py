@@ -34,7 +34,8 @@ def attention_mask(
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if q.dim() != 4 or k.shape != v.shape or k.dim() != 4:
-        raise ValueError(f"Expected q (B,Hq,T,D), k=v (B,Hkv,S,D), got {q.shape}, {k.shape}, {v.shape}")
+        raise ValueError(f"Expected q (B,Hq,T,D), k=v (B,Hkv,S,D), got {q.shape}, {k.shape}, "
+                         f"{v.shape}")
     if q.shape[1] % k.shape[1] or q.shape[-1] != k.shape[-1] or q.shape[0] != k.shape[0]:
         raise ValueError(f"Incompatible q {tuple(q.shape)} and k {tuple(k.shape)}")
 

@@ -1,0 +1,1 @@
+"""Training data: the Debian Rust corpus and its stages."""

@@ -1,0 +1,176 @@
+"""The `hybrid-lsp` command line: argparse subcommands that only wire calls into the packages.
+
+Conventions for every command: results go to stdout, logs and progress to stderr; with
+`--json` stdout carries exactly one JSON object (errors included). While a command runs,
+file descriptor 1 points at stderr, so nothing native (llama.cpp) can write to stdout.
+Exit status: 0 done, 2 bad input (file, position or model file), 1 unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.resources
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from hybrid_lsp import __version__
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+DEMO_NOTE = "demo model: a tiny model for trying hybrid-lsp out, not for real completions"
+
+
+def default_model_path() -> Path:
+    """The demo model shipped as package data (engine/models/demo.gguf)."""
+    return Path(str(importlib.resources.files("engine").joinpath("models", "demo.gguf")))
+
+
+def parse_position(spec: str) -> tuple[Path, int, int]:
+    """Split `FILE:LINE:COL` (FILE may itself contain ':'); ValueError if malformed."""
+    parts = spec.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise ValueError(f"expected FILE:LINE:COL, got {spec!r}")
+    try:
+        line, col = int(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError(f"expected numbers for LINE and COL in {spec!r}") from None
+    if line < 1 or col < 1:
+        raise ValueError(f"LINE and COL are 1-based, got {line}:{col}")
+    return Path(parts[0]), line, col
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Point fd 1 at stderr for the duration (native code cannot pollute stdout)."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def emit_json(obj: dict[str, Any]) -> None:
+    """Write one JSON object and a newline to stdout."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+# -- complete ----------------------------------------------------------------------------
+
+def _position(text: str) -> tuple[Path, int, int]:
+    try:
+        return parse_position(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return n
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    """`hybrid-lsp complete FILE:LINE:COL`: one completion from the file alone."""
+    from engine.complete import CompletionInputError, ModelError, complete_file
+
+    model = args.model if args.model is not None else default_model_path()
+    limit = args.deadline_ms / 1e3 if args.deadline_ms else None
+    try:
+        with stdout_to_stderr():
+            result = complete_file(args.file, args.line, args.col, model_path=model,
+                                   backend=args.backend, max_tokens=args.max_tokens,
+                                   time_limit_s=limit)
+    except (CompletionInputError, ModelError) as e:
+        print(f"hybrid-lsp: {e}", file=sys.stderr)
+        if args.json:
+            emit_json({"error": str(e), "exit_code": EXIT_BAD_INPUT})
+        return EXIT_BAD_INPUT
+    if args.json:
+        emit_json({
+            "text": result.text, "latency_ms": round(result.latency_ms, 3),
+            "backend": result.backend, "model": result.model, "truncated": result.truncated,
+            "demo": result.demo, "tokens": result.tokens, "prompt_tokens": result.prompt_tokens,
+            "evaluated_prompt_tokens": result.evaluated_prompt_tokens,
+            "stop_reason": result.stop_reason, "load_ms": round(result.load_ms, 3),
+            "model_name": result.model_name, "file": str(args.file), "line": args.line,
+            "col": args.col,
+        })
+        return EXIT_OK
+    out = sys.stdout
+    out.write(result.text if result.text.endswith("\n") else result.text + "\n")
+    note = f" [{DEMO_NOTE}]" if result.demo else ""
+    cut = f", truncated ({result.stop_reason})" if result.truncated else ""
+    out.write(f"-- {result.tokens} tokens in {result.latency_ms:.0f} ms{cut}; backend "
+              f"{result.backend}, model {Path(result.model).name}{note}\n")
+    out.flush()
+    return EXIT_OK
+
+
+# -- bench -------------------------------------------------------------------------------
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """`hybrid-lsp bench kernels ...`: hand the remaining arguments to the suite's main."""
+    if args.suite == "kernels":
+        from kernels.bench import main as kernels_main
+
+        rc = kernels_main(list(args.rest))
+        return int(rc or 0)
+    raise AssertionError(args.suite)  # argparse's choices rule this out
+
+
+# -- parser ------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybrid-lsp", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hybrid-lsp {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log to stderr (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("complete", help="complete a Rust file at FILE:LINE:COL")
+    p.add_argument("position", metavar="FILE:LINE:COL", type=_position,
+                   help="1-based line and column; the column counts characters, as rustc does")
+    p.add_argument("--model", type=Path, default=None,
+                   help="GGUF model file (default: the bundled demo model)")
+    p.add_argument("--backend", choices=("auto", "torch", "llama"), default="auto",
+                   help="auto: torch with a CUDA GPU, llama.cpp otherwise")
+    p.add_argument("--max-tokens", type=_positive, default=64, help="tokens to generate at most")
+    p.add_argument("--deadline-ms", type=_positive, default=None,
+                   help="stop generating after this long and return what is there")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("bench", help="benchmarks (bench kernels ...)")
+    p.add_argument("suite", choices=("kernels",))
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the suite")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "complete":
+        args.file, args.line, args.col = args.position
+    return args.func(args)

@@ -1,0 +1,411 @@
+"""The language server: one handler per LSP method, state on `HybridLanguageServer`.
+
+Handlers are `async def` and thin: read the document, call the completion pipeline
+(debounce -> cache -> prompt -> engine child -> post-processing) or the actions module,
+convert, return. Blocking work (tokenizing, tree-sitter) runs in threads; the model runs
+in the engine child process (engine_client.py). Any failure inside a feature is logged
+and becomes an empty result.
+
+Cancellation: a new completion request supersedes the previous one (its cancel event is
+set; it answers empty); `$/cancelRequest` cancels the handler's task (pygls answers
+-32800) and the engine child is told to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import logging
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.uris import to_fs_path
+
+from engine.prompt import FimRequest, special_token_strings
+from hybrid_lsp import __version__
+from hybrid_lsp.completion import (
+    CONTEXT_SHARE,
+    CompletionCache,
+    IgnoreRules,
+    LatencyStats,
+    PromptBuilder,
+    Stopwatch,
+    gather_context,
+    is_secret,
+    prompt_digest,
+)
+from hybrid_lsp.convert import (
+    UTF16,
+    lsp_completion_item,
+    lsp_inline_item,
+    offset_at,
+)
+from hybrid_lsp.engine_client import READY, EngineClient, EngineConfig, EngineUnavailable
+from hybrid_lsp.postprocess import clean_completion, cut_at_markers
+from hybrid_lsp.settings import SECTION, Settings, merge_settings, to_wire
+from hybrid_lsp.transport import REDACT, HardenedProtocol
+
+log = logging.getLogger(__name__)
+
+CMD_STATUS, CMD_REINDEX = "hybridLsp.status", "hybridLsp.reindex"
+CMD_TEST_CRASH = "hybridLsp.test.crashEngine"
+WARM_DELAY_S = 0.3
+#: Special-token text (`<|fim_middle|>`, ...) never reaches the editor.
+SPECIAL_TEXTS = tuple(special_token_strings().values())
+
+
+def default_model_path() -> str:
+    """The bundled demo model (engine/models/demo.gguf)."""
+    return str(importlib.resources.files("engine").joinpath("models", "demo.gguf"))
+
+
+class _Slot:
+    """The newest completion request; setting `cancel` supersedes it."""
+
+    def __init__(self) -> None:
+        self.cancel = asyncio.Event()
+
+
+class HybridLanguageServer(LanguageServer):
+    """Server state: settings, engine child, caches, statistics."""
+
+    def __init__(self) -> None:
+        super().__init__(name="hybrid-lsp", version=__version__, protocol_cls=HardenedProtocol)
+        self.settings = Settings()
+        self.engine: EngineClient | None = None
+        self.prompts: PromptBuilder | None = None
+        self.model_name = ""
+        self.cache = CompletionCache()
+        self.latencies = LatencyStats()
+        self.failures = 0
+        self.root: Path | None = None
+        self.rules = IgnoreRules(None)
+        self._slot: _Slot | None = None
+        self._warm_task: asyncio.Task | None = None
+        self._warmed: str = ""
+        self._tasks: set[asyncio.Task] = set()
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Errors outside requests go to the (rate-limited) log, never to popups."""
+        log.error("server error (%s): %s", getattr(source, "__name__", source), error)
+
+    # -- settings ------------------------------------------------------------------------
+    def apply_settings(self, raw: Any, source: str) -> None:
+        """Merge client settings; report rejected values; reconfigure what changed."""
+        new, errors = merge_settings(self.settings, raw)
+        for err in errors:
+            log.warning("settings (%s): %s", source, err)
+        if errors:
+            self.window_show_message(types.ShowMessageParams(
+                type=types.MessageType.Warning,
+                message="hybrid-lsp: invalid settings ignored: " + "; ".join(errors)))
+        old, self.settings = self.settings, new
+        REDACT.include_text = new.log.include_text
+        logging.getLogger().setLevel(new.log.level.upper())
+        if self.engine is not None and (old.model != new.model or
+                                        old.completion.context_budget_tokens !=
+                                        new.completion.context_budget_tokens):
+            self.spawn(self.start_engine())
+
+    def engine_config(self) -> EngineConfig:
+        c = self.settings.completion
+        n_ctx = -(-(c.context_budget_tokens + c.max_tokens + 16) // 256) * 256
+        return EngineConfig(model_path=self.settings.model.path or default_model_path(),
+                            backend=self.settings.model.backend, n_ctx=n_ctx)
+
+    async def start_engine(self) -> None:
+        """(Re)start the engine child for the current settings; load the tokenizer here."""
+        config = self.engine_config()
+        try:
+            from engine.gguf_io import read_model_info
+
+            info = await asyncio.to_thread(read_model_info, config.model_path)
+            self.prompts, self.model_name = PromptBuilder(info.tokenizer), info.name
+        except Exception as e:  # an unusable model file: say so once, keep serving
+            log.error("model %s cannot be used: %s", config.model_path, " ".join(str(e).split()))
+            self.window_show_message(types.ShowMessageParams(
+                type=types.MessageType.Error, message=f"hybrid-lsp: model not loaded: {e}"))
+        if self.engine is None:
+            self.engine = EngineClient(config)
+            await self.engine.start()
+        else:
+            await self.engine.configure(config)
+        self._warmed = ""
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run `coro` in the background, keeping a reference and logging its failure."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed: %r", task.exception())
+
+    # -- documents -----------------------------------------------------------------------
+    @property
+    def encoding(self) -> str:
+        enc = self.workspace.position_encoding
+        return str(getattr(enc, "value", enc) or UTF16)
+
+    def rust_text(self, uri: str) -> str | None:
+        """The text of an open Rust document, or None (other files are not served)."""
+        path = to_fs_path(uri) or uri
+        if not path.endswith(".rs") or is_secret(path):
+            return None
+        return self.workspace.get_text_document(uri).source
+
+    def open_documents(self) -> list[tuple[str, str]]:
+        docs = self.workspace.text_documents
+        return [(to_fs_path(uri) or uri, doc.source) for uri, doc in list(docs.items())]
+
+    def _context(self, path: str):
+        budget = self.settings.completion.context_budget_tokens
+        return gather_context(path, self.open_documents(), rules=self.rules,
+                              budget_chars=int(budget * CONTEXT_SHARE * 3))
+
+    def _request(self, uri: str, text: str, offset: int) -> FimRequest:
+        path = to_fs_path(uri) or uri
+        shown = Path(path).name
+        if self.root is not None:
+            with contextlib.suppress(ValueError):
+                shown = Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+        repo = self.root.name if self.root is not None else ""
+        return FimRequest(path=shown, prefix=text[:offset], suffix=text[offset:],
+                          repo_name=repo, context=self._context(path))
+
+    # -- completion pipeline -------------------------------------------------------------
+    async def complete(self, uri: str,
+                       position: types.Position) -> tuple[str, int, str, str] | None:
+        """(completion, offset, document text, detail) at `position`, or None."""
+        text = self.rust_text(uri)
+        if text is None:
+            return None
+        watch = Stopwatch()
+        offset = offset_at(text, position, self.encoding)
+        cached = self.cache.lookup(uri, text[:offset], text[offset:])
+        if cached is not None:
+            return cached, offset, text, f"hybrid-lsp · cache · {watch.ms:.0f} ms"
+        if self._slot is not None:
+            self._slot.cancel.set()
+        slot = self._slot = _Slot()
+        await asyncio.sleep(self.settings.completion.debounce_ms / 1e3)
+        if slot.cancel.is_set():
+            return None
+        raw = await self._generate(uri, text, offset, slot)
+        if raw is None:
+            return None
+        cleaned = await asyncio.to_thread(clean_completion, raw, text, offset)
+        if cleaned is None:
+            return None
+        self.cache.store(uri, text[:offset], text[offset:], cleaned)
+        self.latencies.add(watch.ms)
+        detail = f"hybrid-lsp · {self.model_name} ({self.engine.ready.backend}) · {watch.ms:.0f} ms"
+        return cleaned, offset, text, detail
+
+    async def _generate(self, uri: str, text: str, offset: int, slot: _Slot) -> str | None:
+        c = self.settings.completion
+        if self.engine is None or self.prompts is None:
+            return None
+        if not await self.engine.wait_ready(c.latency_budget_ms / 1e3):
+            return None
+        req = self._request(uri, text, offset)
+        ids = await asyncio.to_thread(self.prompts.build, req, c.context_budget_tokens)
+        line_after = text[offset:].split("\n", 1)[0]
+        stops = ["\n"] if line_after.strip() else ["\n\n\n"]
+        try:
+            res = await self.engine.generate(ids, max_tokens=c.max_tokens,
+                                             budget_s=c.latency_budget_ms / 1e3,
+                                             stop_strings=stops, cancel=slot.cancel)
+        except EngineUnavailable as e:
+            log.warning("no completion: %s", e)
+            return None
+        if res is None or res.stop_reason == "cancelled":
+            return None
+        log.info("completion: %d prompt tokens (%d evaluated), %d generated, %.0f ms engine",
+                 res.prompt_tokens, res.evaluated_prompt_tokens, res.generated_tokens,
+                 res.total_ms)
+        if self.settings.log.include_text:
+            log.debug("completion text: %r", res.text)
+        return cut_at_markers(res.text, SPECIAL_TEXTS)
+
+    # -- cache warming -------------------------------------------------------------------
+    def schedule_warm(self, uri: str) -> None:
+        """Warm the engine's KV cache with this file's prompt prefix, soon, in the background."""
+        if not self.settings.features.cache_warming or self.rust_text(uri) is None:
+            return
+        if self._warm_task is not None:
+            self._warm_task.cancel()
+        self._warm_task = self.spawn(self._warm(uri))
+
+    async def _warm(self, uri: str) -> None:
+        await asyncio.sleep(WARM_DELAY_S)
+        if self.engine is None or self.prompts is None or self.engine.state != READY:
+            return
+        req = self._request(uri, "", 0)
+        ids = await asyncio.to_thread(self.prompts.warm_prefix, req.repo_name, req.context,
+                                      req.path)
+        digest = prompt_digest(ids)
+        if digest == self._warmed or len(ids) >= self.engine.config.n_ctx:
+            return
+        with contextlib.suppress(EngineUnavailable):
+            res = await self.engine.generate(ids, max_tokens=0, budget_s=30.0, warm=True)
+            if res is not None and res.stop_reason != "cancelled":
+                self._warmed = digest
+                log.info("warmed %d prompt tokens in %.0f ms", res.evaluated_prompt_tokens,
+                         res.total_ms)
+
+    # -- status --------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        eng = self.engine
+        ready = eng.ready if eng is not None else None
+        return {
+            "version": __version__,
+            "model": self.model_name or None,
+            "modelPath": eng.config.model_path if eng else None,
+            "backend": ready.backend if ready else None,
+            "device": ready.device if ready else None,
+            "engineState": eng.state if eng else "stopped",
+            "engineDetail": eng.detail if eng else "",
+            "engineRestarts": eng.restarts if eng else 0,
+            "contextBudgetTokens": self.settings.completion.context_budget_tokens,
+            "indexFiles": len([p for p, _ in self.open_documents() if p.endswith(".rs")]),
+            "latencyMs": self.latencies.summary(),
+            "cacheHits": self.cache.hits,
+            "malformedMessages": self.protocol.malformed,
+            "settings": to_wire(self.settings),
+        }
+
+
+SERVER = HybridLanguageServer()
+
+
+@SERVER.feature(types.INITIALIZE)
+def initialize(ls: HybridLanguageServer, params: types.InitializeParams) -> None:
+    root = params.root_uri or (params.workspace_folders[0].uri if params.workspace_folders
+                               else None)
+    if root:
+        ls.root = Path(to_fs_path(root) or root)
+        ls.rules = IgnoreRules(ls.root)
+    ls.apply_settings(params.initialization_options, "initializationOptions")
+
+
+@SERVER.feature(types.INITIALIZED)
+async def initialized(ls: HybridLanguageServer, params: types.InitializedParams) -> None:
+    await pull_configuration(ls)
+    ls.spawn(ls.start_engine())
+
+
+async def pull_configuration(ls: HybridLanguageServer) -> None:
+    """Ask the client for the `hybridLsp` section, if it can answer."""
+    ws = ls.client_capabilities.workspace
+    if not (ws and ws.configuration):
+        return
+    try:
+        result = await asyncio.wait_for(ls.workspace_configuration_async(
+            types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])), 5.0)
+    except Exception as e:  # a client that does not answer keeps the current settings
+        log.warning("workspace/configuration failed: %r", e)
+        return
+    if result and result[0] is not None:
+        ls.apply_settings(result[0], "workspace/configuration")
+
+
+@SERVER.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+async def did_change_configuration(ls: HybridLanguageServer,
+                                   params: types.DidChangeConfigurationParams) -> None:
+    settings = params.settings
+    if isinstance(settings, dict) and settings:
+        ls.apply_settings(settings, "didChangeConfiguration")
+    else:
+        await pull_configuration(ls)
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_DID_OPEN)
+async def did_open(ls: HybridLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
+    ls.schedule_warm(params.text_document.uri)
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+async def did_change(ls: HybridLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
+    ls.schedule_warm(params.text_document.uri)
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+async def did_close(ls: HybridLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
+    ls.cache.clear(params.text_document.uri)
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+async def inline_completion(ls: HybridLanguageServer, params: types.InlineCompletionParams
+                            ) -> types.InlineCompletionList | None:
+    if not ls.settings.features.inline_completion:
+        return None
+    try:
+        got = await ls.complete(params.text_document.uri, params.position)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except Exception:
+        ls.failures += 1
+        log.exception("inline completion failed")
+        return None
+    if got is None:
+        return types.InlineCompletionList(items=[])
+    completion, offset, text, _ = got
+    return types.InlineCompletionList(items=[lsp_inline_item(text, offset, completion,
+                                                             ls.encoding)])
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_COMPLETION,
+                types.CompletionOptions(trigger_characters=[".", ":", "("]))
+async def completion(ls: HybridLanguageServer, params: types.CompletionParams
+                     ) -> types.CompletionList | None:
+    if not ls.settings.features.completion:
+        return None
+    try:
+        got = await ls.complete(params.text_document.uri, params.position)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except Exception:
+        ls.failures += 1
+        log.exception("completion failed")
+        return None
+    if got is None:
+        return types.CompletionList(is_incomplete=True, items=[])
+    text_, offset, text, detail = got
+    item = lsp_completion_item(text, offset, text_, detail=detail, encoding=ls.encoding)
+    return types.CompletionList(is_incomplete=True, items=[item])
+
+
+@SERVER.command(CMD_STATUS)
+async def status(ls: HybridLanguageServer, *args: Any) -> dict[str, Any]:
+    return ls.status()
+
+
+@SERVER.command(CMD_REINDEX)
+async def reindex(ls: HybridLanguageServer, *args: Any) -> dict[str, Any]:
+    ls.cache.clear()
+    ls._warmed = ""
+    return {"indexFiles": ls.status()["indexFiles"]}
+
+
+@SERVER.command(CMD_TEST_CRASH)
+async def crash_engine(ls: HybridLanguageServer, *args: Any) -> bool:
+    """Test hook: make the engine child abort (ignored unless HYBRID_LSP_TEST_HOOKS=1)."""
+    if ls.engine is None:
+        return False
+    with contextlib.suppress(EngineUnavailable):
+        await ls.engine.crash_for_test(str(args[0]) if args else "abort")
+        return True
+    return False
+
+
+@SERVER.feature(types.SHUTDOWN)
+async def shutdown(ls: HybridLanguageServer, params: None) -> None:
+    if ls.engine is not None:
+        await ls.engine.close()

@@ -1,0 +1,181 @@
+"""Parsing many files: in worker processes for cold indexing, in-process for a few.
+
+tree-sitter holds the GIL while it parses (py-tree-sitter #111), so a cold index parses in a
+`ProcessPoolExecutor` (spawned, never forked: a forked SQLite connection corrupts databases,
+reliability-notes §4) and the caller's single writer commits the results in batches.
+Workers reply with plain strings and tuples (codec JSON), so the parent unpickles no class.
+
+Each worker parses on a thread with a 64 MiB stack: tree-sitter recurses once per tree level
+in a few functions (tree-sitter #5807), and deep nesting must not overflow the stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+
+from indexer import codec
+from indexer.items import FileIndex
+from indexer.parse import decode_source, is_binary, parse_file
+
+log = logging.getLogger(__name__)
+
+#: Stack for the parsing thread (reliability-notes §6: "Give workers 64 MiB stacks").
+WORKER_STACK_BYTES = 64 << 20
+#: Files per worker task and bytes per task: small enough to balance two cores, large
+#: enough that per-task overhead (pickling, scheduling) stays under 1%.
+BATCH_FILES = 64
+BATCH_BYTES = 1 << 20
+#: Below this many bytes to parse, process start-up (~0.3 s per spawned worker) costs more
+#: than it saves: parse in-process.
+IN_PROCESS_BYTES = 2 << 20
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One file to parse: index key, where to read it, and its crate context."""
+
+    path: str
+    abspath: str
+    module: str = "crate"
+    crate: str = ""
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A worker's reply for one file: `blob` (codec JSON) and text, or a skip reason."""
+
+    job: Job
+    blob: str | None = None
+    text: str | None = None
+    size: int = 0
+    mtime_ns: int = 0
+    content_hash: str = ""
+    reason: str | None = None       # set when the file was skipped
+
+    def file_index(self) -> FileIndex | None:
+        return codec.decode(self.blob) if self.blob is not None else None
+
+
+def parse_job(job: Job) -> Parsed:
+    """Read and parse one file; never raises (a vanished or unreadable file is a skip)."""
+    try:
+        with open(job.abspath, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+    except FileNotFoundError:
+        return Parsed(job, reason="vanished during indexing")
+    except OSError as exc:
+        return Parsed(job, reason=f"unreadable: {exc.strerror or exc}")
+    if is_binary(data):
+        return Parsed(job, reason="binary file (NUL bytes)", size=len(data))
+    fi = parse_file(job.path, data, module=job.module, read_only=job.read_only, crate=job.crate)
+    _bytes, text, _errors = decode_source(data)
+    return Parsed(job, blob=codec.encode(fi), text=text, size=len(data),
+                  mtime_ns=st.st_mtime_ns, content_hash=fi.content_hash)
+
+
+def _parse_batch(jobs: list[tuple[str, str, str, str, bool]]) -> list[tuple]:
+    """Worker entry: parse a batch on a big-stack thread; reply with plain tuples."""
+    out: list[tuple] = []
+
+    def run() -> None:
+        for t in jobs:
+            p = parse_job(Job(*t))
+            out.append((p.blob, p.text, p.size, p.mtime_ns, p.content_hash, p.reason))
+
+    old = threading.stack_size(WORKER_STACK_BYTES)
+    try:
+        th = threading.Thread(target=run, name="indexer-parse")
+        th.start()
+        th.join()
+    finally:
+        threading.stack_size(old)
+    return out
+
+
+def _batches(jobs: Sequence[Job], sizes: Sequence[int]) -> Iterator[list[Job]]:
+    batch: list[Job] = []
+    nbytes = 0
+    for job, size in zip(jobs, sizes, strict=True):
+        batch.append(job)
+        nbytes += size
+        if len(batch) >= BATCH_FILES or nbytes >= BATCH_BYTES:
+            yield batch
+            batch, nbytes = [], 0
+    if batch:
+        yield batch
+
+
+def parse_many(jobs: Sequence[Job], *, sizes: Sequence[int] | None = None,
+               workers: int | None = None, progress: ProgressFn | None = None,
+               cancel: Callable[[], bool] | None = None) -> Iterator[Parsed]:
+    """Parse `jobs`, yielding each result as it is ready (order not kept).
+
+    `workers`: process count (default: CPU count); 0 parses in this process, as do small
+    totals. `progress(done, total, path)` runs in the caller's thread per file; `cancel`
+    is checked between batches.
+    """
+    total = len(jobs)
+    sizes = list(sizes) if sizes is not None else [0] * total
+    nworkers = (os.cpu_count() or 1) if workers is None else workers
+    done = 0
+    if nworkers <= 0 or total < 2 or (sizes and sum(sizes) < IN_PROCESS_BYTES
+                                      and workers is None):
+        for job in jobs:
+            if cancel is not None and cancel():
+                return
+            result = parse_job(job)
+            done += 1
+            if progress is not None:
+                progress(done, total, job.path)
+            yield result
+        return
+    batches = list(_batches(jobs, sizes))
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(nworkers, len(batches)), mp_context=ctx) as pool:
+        pending: dict[Future, list[Job]] = {}
+        queue = iter(batches)
+        try:
+            for batch in queue:
+                pending[pool.submit(_parse_batch, [_job_tuple(j) for j in batch])] = batch
+                if len(pending) >= 2 * nworkers:
+                    break
+            while pending:
+                ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    batch = pending.pop(fut)
+                    for job, reply in zip(batch, _replies(fut, batch), strict=True):
+                        done += 1
+                        if progress is not None:
+                            progress(done, total, job.path)
+                        yield Parsed(job, *reply)
+                    if cancel is not None and cancel():
+                        return
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        pending[pool.submit(_parse_batch, [_job_tuple(j) for j in nxt])] = nxt
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _job_tuple(j: Job) -> tuple[str, str, str, str, bool]:
+    return (j.path, j.abspath, j.module, j.crate, j.read_only)
+
+
+def _replies(fut: Future, batch: list[Job]) -> list[tuple]:
+    """A batch's replies; a crashed worker turns its files into skips, not a failure."""
+    try:
+        return fut.result()
+    except Exception as exc:  # BrokenProcessPool, a worker killed by the OOM killer, ...
+        log.warning("indexing worker failed on %d files: %s", len(batch), exc)
+        return [(None, None, 0, 0, "", f"worker failed: {type(exc).__name__}")] * len(batch)

@@ -1,0 +1,734 @@
+"""Context assembly: the prompt's repository part and the current file's FIM split.
+
+`ContextAssembler(index, count_tokens, special)` keeps the caches (token counts per line and
+per chunk, the resolver and reference graph per index generation, the last repository part);
+`assemble(path, text, line, col, budget=...)` returns a `Context`. `assemble_context(...)` is
+the one-shot form.
+
+The repository part (everything before the current file) is, in prompt order:
+1. the repository map: skeletons of the files ranked by personalised PageRank (`rank.py`),
+   ordered by path;
+2. the ranked cross-file chunks, least relevant first so that the best one sits right before
+   the current file: the trait of an `impl Trait for T`, the enums matched on, the types in the
+   enclosing function's signature, definitions of the identifiers the enclosing item uses
+   (resolved through `use` paths and modules by `resolve.py`, by name otherwise), and
+   recently edited files.
+
+Prefix caching: the repository part depends only on (index generation, enclosing item
+identity, budget) and is recomputed only on named events: the cursor leaves its enclosing
+item, a save (`on_save`), or an index update that changes a file a chosen chunk came from.
+Typing inside an item therefore leaves it byte-identical, and in the engine's "spm" order only
+the FIM prefix at the very end of the prompt changes.
+
+Invariants: no model calls, no network, nothing of ours imported; the same input gives the
+same bytes (ties are broken by path and position, never by hash or dict order). Token counts:
+each chunk is one `<|file_sep|>{path}\\n{text}\\n` piece of the engine's prompt, which the
+engine tokenizes on its own, so a chunk's cached count is exact and totals are sums.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from indexer.fim import FIM_SLACK, LineCounter, full_sizes, split_fim, split_lines
+from indexer.items import FileIndex, IndexView, Item
+from indexer.rank import RefGraph, personalization_for
+from indexer.resolve import Resolution, Resolver
+from indexer.skeleton import FileSkeleton, definition_text
+
+log = logging.getLogger(__name__)
+
+CHUNK_KINDS = ("definition", "signature-type", "trait", "enum", "recent", "repo-map")
+#: Special-token roles the prompt uses (keys of `engine.prompt.special_token_strings()`).
+REQUIRED_SPECIAL = ("file_sep", "repo_name", "fim_prefix", "fim_suffix", "fim_middle")
+
+# Scores of the ranked cross-file chunks (hand-set so that the ranking tests read naturally:
+# what the cursor's item is *about* first, then what it uses).
+SCORE_IMPL_TRAIT = 300.0
+SCORE_MATCH_ENUM = 250.0
+SCORE_SIGNATURE_TYPE = 200.0
+SCORE_DEFINITION = 100.0
+#: Each further use of an identifier in the item adds this share, up to DEFINITION_MAX_REPEAT.
+DEFINITION_REPEAT_SHARE = 0.2
+DEFINITION_MAX_REPEAT = 4
+#: A name found only by name (no `use` or module evidence) counts this much, split over its
+#: candidates; names with more than MAX_BY_NAME candidates are too ambiguous to show.
+BY_NAME_FACTOR = 0.5
+MAX_BY_NAME = 3
+#: Method calls (`x.area()`) are resolved by name only, so they rank below plain names.
+METHOD_CALL_FACTOR = 0.4
+#: Dependency and std items: the model knows them better than workspace code.
+READ_ONLY_FACTOR = 0.8
+SCORE_RECENT = 60.0
+RECENT_MAX_FILES = 3
+
+# Budget split.
+#: Share of the budget the current file may take (prefix + suffix) when it is long.
+CURRENT_FILE_SHARE = 0.4
+#: Share of the FIM budget kept for the suffix when both sides must be cut.
+SUFFIX_SHARE = 0.25
+#: Room left for the current file to grow by typing before the repository part is redone.
+GROWTH_TOKENS = 256
+#: Share of the repository part the ranked chunks may take; the map fills the rest.
+DEFINITIONS_SHARE = 0.5
+#: A single ranked chunk may take at most this share of the ranked chunks' budget in full;
+#: larger ones are shown as their signature or skeleton.
+DEFINITION_MAX_SHARE = 0.25
+#: The map's binary search accepts a fit within this share below the budget (Aider: 15%).
+MAP_FIT_TOLERANCE = 0.05
+#: Exact token counts cached before the cache is cleared.
+CHUNK_CACHE_MAX = 50_000
+
+_ENCLOSING_KINDS = frozenset({
+    "fn", "method", "trait_fn", "struct", "enum", "union", "trait", "impl", "mod",
+    "const", "static", "type", "macro",
+})
+_TYPE_KINDS = frozenset({"struct", "enum", "union", "trait", "type"})
+_KEYWORDS = frozenset("""
+as async await break const continue crate dyn else enum extern false fn for if impl in let
+loop match mod move mut pub ref return self Self static struct super trait true type unsafe
+use where while yield macro_rules bool char str u8 u16 u32 u64 u128 usize i8 i16 i32 i64 i128
+isize f32 f64
+""".split())
+_LEX = re.compile(r"""
+  (?P<comment>//[^\n]*|/\*.*?\*/)
+| (?P<string>b?r(?P<h>\#*)".*?"(?P=h)|b?"(?:[^"\\]|\\.)*"|b?'(?:[^'\\\n]|\\.[^'\n]*?)')
+| (?P<path>(?:[A-Za-z_][A-Za-z0-9_]*\s*::\s*)*[A-Za-z_][A-Za-z0-9_]*)(?P<after>\s*[!(])?
+""", re.S | re.X)
+_TYPE_PATH = re.compile(r"\b((?:[A-Za-z_][A-Za-z0-9_]*::)*[A-Z][A-Za-z0-9_]*)\b")
+_DECLARES = re.compile(
+    r"(?:\b(?:fn|struct|enum|union|trait|mod|type|const|static|let|mut|macro_rules!)\s+)$")
+_MATCH = re.compile(r"\bmatch\b")
+_ARM_PATH = re.compile(r"((?:[A-Za-z_][A-Za-z0-9_]*::)+)([A-Z][A-Za-z0-9_]*)\s*(?=[({,|=]|=>)")
+_ARM_PRELUDE = re.compile(r"(?:^|[{,|\n])\s*(Some|None|Ok|Err)\b")
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One context piece: `<|file_sep|>{path}\\n{text}\\n` in the prompt."""
+
+    path: str
+    text: str
+    kind: str           # one of CHUNK_KINDS
+    reason: str         # why it was chosen
+    tokens: int         # its exact tokens in the prompt (file separator included)
+    score: float
+    name: str = ""      # the item it shows ("" for a file skeleton)
+    source_hash: str = ""   # content hash of the file it came from
+
+
+@dataclass(frozen=True, slots=True)
+class ItemKey:
+    """Identity of the item around the cursor, stable while typing inside it."""
+
+    path: str
+    kind: str
+    name: str
+    module: str = ""
+    parent: str | None = None
+    trait_name: str | None = None
+    self_type: str | None = None
+    ordinal: int = 0
+
+    def describe(self) -> str:
+        """Human-readable, e.g. `method fmt (impl fmt::Display for Circle)`."""
+        where = ""
+        if self.trait_name:
+            where = f" (impl {self.trait_name} for {self.self_type})"
+        elif self.parent:
+            where = f" (in {self.parent})"
+        return f"{self.kind} {self.name}{where}"
+
+
+@dataclass(frozen=True)
+class Context:
+    """An assembled prompt, as the engine's pieces; `prompt_text()` shows it as text."""
+
+    repo_name: str
+    path: str
+    prefix: str
+    suffix: str
+    chunks: tuple[Chunk, ...]       # prompt order
+    budget: int
+    repo_tokens: int                # `<|repo_name|>{repo}\n` and every chunk
+    file_tokens: int                # `<|file_sep|>{path}\n` and the FIM part (estimate)
+    prefix_tokens: int
+    suffix_tokens: int
+    enclosing: ItemKey | None
+    recomputed: bool                # the repository part was computed for this request
+    truncated_prefix: bool = False
+    truncated_suffix: bool = False
+    special: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.repo_tokens + self.file_tokens
+
+    def context_files(self) -> tuple[tuple[str, str], ...]:
+        """(path, text) per chunk, for `engine.prompt.ContextFile`."""
+        return tuple((c.path, c.text) for c in self.chunks)
+
+    def ranked(self) -> tuple[Chunk, ...]:
+        """The ranked cross-file chunks, best first (the map comes after them)."""
+        return tuple(sorted(self.chunks, key=lambda c: (c.kind == "repo-map", -c.score,
+                                                        c.path, c.name)))
+
+    def segments(self, order: str = "spm") -> list[tuple[bool, str]]:
+        """The prompt as (is_special, text) pieces in the engine's order."""
+        s = self.special
+        out: list[tuple[bool, str]] = [(True, s["repo_name"]), (False, f"{self.repo_name}\n")]
+        for c in self.chunks:
+            out += [(True, s["file_sep"]), (False, f"{c.path}\n{c.text}\n")]
+        out += [(True, s["file_sep"]), (False, f"{self.path}\n")]
+        pre = [(True, s["fim_prefix"]), (False, self.prefix)]
+        suf = [(True, s["fim_suffix"]), (False, self.suffix)]
+        out += [*suf, *pre] if order == "spm" else [*pre, *suf]
+        out.append((True, s["fim_middle"]))
+        return out
+
+    def prompt_text(self, order: str = "spm") -> str:
+        """The whole prompt as text, special tokens written as their strings."""
+        return "".join(t for _, t in self.segments(order))
+
+    def repo_text(self) -> str:
+        """The repository part as text (what must stay byte-identical while typing)."""
+        n = 2 + 2 * len(self.chunks)
+        return "".join(t for _, t in self.segments()[:n])
+
+
+@dataclass
+class _RepoPart:
+    key: tuple
+    chunks: tuple[Chunk, ...]
+    tokens: int
+    sources: dict[str, str]     # path -> content hash of every chunk's file
+    checked_generation: int
+
+
+@dataclass
+class _Candidate:
+    item: Item
+    kind: str
+    score: float
+    reason: str
+
+
+class ContextAssembler:
+    """Assembles contexts for one index, keeping the caches between requests."""
+
+    def __init__(
+        self,
+        index: IndexView,
+        count_tokens: Callable[[str], int],
+        special: Mapping[str, str],
+        *,
+        repo_name: str = "",
+    ) -> None:
+        missing = [k for k in REQUIRED_SPECIAL if k not in special]
+        if missing:
+            raise ValueError(f"Expected special tokens {REQUIRED_SPECIAL}, missing {missing}")
+        self.index = index
+        self.special = dict(special)
+        self.repo_name = repo_name
+        self.count = LineCounter(count_tokens)
+        self._exact: dict[str, int] = {}
+        self._generation: int | None = None
+        self._resolver: Resolver | None = None
+        self._graph: RefGraph | None = None
+        self._skeletons: dict[tuple[str, str], FileSkeleton] = {}
+        self._bytes: dict[tuple[str, str], bytes] = {}
+        self._repo: _RepoPart | None = None
+        self.recomputations = 0
+
+    # -- named events ----------------------------------------------------------------------
+
+    def on_save(self, path: str) -> None:
+        """A file was saved: the next request recomputes the repository part."""
+        self._repo = None
+
+    def invalidate(self) -> None:
+        """Drop the repository part (and keep the per-generation caches)."""
+        self._repo = None
+
+    # -- the request -----------------------------------------------------------------------
+
+    def assemble(
+        self,
+        path: str,
+        text: str,
+        line: int,
+        col: int,
+        *,
+        budget: int,
+        recent: Sequence[str] = (),
+        current: FileIndex | None = None,
+    ) -> Context:
+        """The context for a cursor at (line, col), 0-based, col in code points."""
+        if budget < 1:
+            raise ValueError(f"Expected a budget >= 1 token, got {budget}")
+        fi = current if current is not None else self.index.file(path)
+        lines = split_lines(text)
+        item = find_enclosing(fi, line) if fi is not None else None
+        key_item = item_key(fi, item) if fi is not None and item is not None else None
+        overhead = (3 + self.count(f"{self.repo_name}\n") + self.count(f"{path}\n") + 3)
+        key = (path, key_item, budget)
+        recomputed = False
+        repo = self._repo
+        if repo is None or repo.key != key or not self._still_valid(repo):
+            file_now = sum(self.count.lines(lines))
+            reserve = min(file_now + GROWTH_TOKENS, int(budget * CURRENT_FILE_SHARE))
+            repo_budget = max(0, budget - overhead - reserve)
+            repo = self._repo = self._compute_repo(key, path, fi, item, text, repo_budget,
+                                                   recent)
+            recomputed = True
+        avail = max(0, int((budget - overhead - repo.tokens) * (1 - FIM_SLACK)))
+        line = min(line, len(lines))
+        pre_full, suf_full = full_sizes(lines, line, col, self.count)
+        s_budget = min(suf_full, max(int(avail * SUFFIX_SHARE), avail - pre_full))
+        split = split_fim(lines, line, col, prefix_budget=avail - s_budget,
+                          suffix_budget=s_budget, counter=self.count,
+                          boundaries=self._boundaries(fi))
+        file_tokens = 1 + self.count(f"{path}\n") + 3 + split.prefix_tokens + split.suffix_tokens
+        return Context(
+            repo_name=self.repo_name, path=path, prefix=split.prefix, suffix=split.suffix,
+            chunks=repo.chunks, budget=budget,
+            repo_tokens=1 + self.count(f"{self.repo_name}\n") + repo.tokens,
+            file_tokens=file_tokens, prefix_tokens=split.prefix_tokens,
+            suffix_tokens=split.suffix_tokens, enclosing=key_item, recomputed=recomputed,
+            truncated_prefix=split.truncated_prefix, truncated_suffix=split.truncated_suffix,
+            special=self.special,
+        )
+
+    # -- caches ----------------------------------------------------------------------------
+
+    def _still_valid(self, repo: _RepoPart) -> bool:
+        """False when a file a chosen chunk came from changed in the index."""
+        gen = self.index.generation
+        if gen == repo.checked_generation:
+            return True
+        for p, h in repo.sources.items():
+            fi = self.index.file(p)
+            if fi is None or fi.content_hash != h:
+                return False
+        repo.checked_generation = gen
+        return True
+
+    def _per_generation(self) -> tuple[Resolver, RefGraph]:
+        gen = self.index.generation
+        if self._generation != gen or self._resolver is None or self._graph is None:
+            self._resolver = Resolver(self.index)
+            self._graph = RefGraph.from_index(self.index)
+            self._generation = gen
+        return self._resolver, self._graph
+
+    def _skeleton(self, fi: FileIndex) -> FileSkeleton:
+        key = (fi.path, fi.content_hash)
+        sk = self._skeletons.get(key)
+        if sk is None:
+            if len(self._skeletons) > CHUNK_CACHE_MAX:
+                self._skeletons.clear()
+            sk = self._skeletons[key] = FileSkeleton(fi)
+        return sk
+
+    def _source(self, fi: FileIndex) -> bytes:
+        key = (fi.path, fi.content_hash)
+        data = self._bytes.get(key)
+        if data is None:
+            if len(self._bytes) > 512:
+                self._bytes.clear()
+            data = self._bytes[key] = (self.index.text(fi.path) or "").encode("utf-8")
+        return data
+
+    def _boundaries(self, fi: FileIndex | None) -> list[int]:
+        if fi is None:
+            return []
+        sk = self._skeleton(fi)
+        cuts = set()
+        for n in sk.nodes:
+            if n.parent == -1:
+                cuts.add(n.item.outer_start_line or n.item.start_line)
+                cuts.add(n.item.end_line + 1)
+        return sorted(cuts)
+
+    def chunk_tokens(self, path: str, text: str) -> int:
+        """Exact tokens of one chunk in the prompt: `<|file_sep|>` + `{path}\\n{text}\\n`."""
+        piece = f"{path}\n{text}\n"
+        n = self._exact.get(piece)
+        if n is None:
+            if len(self._exact) > CHUNK_CACHE_MAX:
+                self._exact.clear()
+            n = self._exact[piece] = 1 + self.count.count_tokens(piece)
+        return n
+
+    # -- the repository part ---------------------------------------------------------------
+
+    def _compute_repo(self, key: tuple, path: str, fi: FileIndex | None, item: Item | None,
+                      live_text: str, budget: int, recent: Sequence[str]) -> _RepoPart:
+        self.recomputations += 1
+        resolver, graph = self._per_generation()
+        region = self._region(path, fi, item, live_text)
+        uses = extract_identifiers(region)
+        cands = self._candidates(path, item, region, uses, resolver)
+        cands += self._recent(path, recent)
+        chosen = self._choose(cands, int(budget * DEFINITIONS_SHARE), path)
+        used = sum(c.tokens for c in chosen)
+        mentioned = {p[-1] for p, _ in uses}
+        shown = {(c.path, c.name) for c in chosen if c.kind != "recent"}
+        repo_map = self._repo_map(graph, path, chosen, mentioned, shown, budget - used)
+        chunks = tuple(sorted(repo_map, key=lambda c: c.path)) + tuple(
+            sorted(chosen, key=lambda c: (c.score, _neg_path(c.path), c.name)))
+        sources = {c.path: c.source_hash for c in chunks}
+        return _RepoPart(key, chunks, sum(c.tokens for c in chunks), sources,
+                         self.index.generation)
+
+    def _region(self, path: str, fi: FileIndex | None, item: Item | None, live: str) -> str:
+        """The enclosing item's text (the whole file outside any item), from the index."""
+        src = self._source(fi) if fi is not None and self.index.text(path) is not None else (
+            live.encode("utf-8"))
+        if item is None:
+            return src.decode("utf-8", "replace")
+        return src[item.outer_start_byte or item.start_byte:item.end_byte].decode(
+            "utf-8", "replace")
+
+    def _candidates(self, path: str, item: Item | None, region: str,
+                    uses: Counter[tuple[tuple[str, ...], str]],
+                    resolver: Resolver) -> list[_Candidate]:
+        out: list[_Candidate] = []
+
+        def add(res: Resolution | None, kind: str, score: float, why: str,
+                want: frozenset[str] | None = None) -> None:
+            if res is None:
+                return
+            items = [it for it in res.items if want is None or it.kind in want]
+            items = [_definition_target(it, resolver) for it in items]
+            items = [it for it in items if it is not None and it.path != path]
+            if not items:
+                return
+            if res.by_name:
+                if len(items) > MAX_BY_NAME:
+                    return
+                score *= BY_NAME_FACTOR / len(items)
+            for it in items:
+                s = score * (READ_ONLY_FACTOR if _read_only(it) else 1.0)
+                out.append(_Candidate(it, kind, s, f"{why} ({res.how})"))
+
+        if item is not None:
+            if item.trait_name:
+                segs = tuple(item.trait_name.split("::"))
+                res = resolver.resolve_path(segs, path) or resolver.resolve_name(segs[-1], path)
+                add(res, "trait", SCORE_IMPL_TRAIT,
+                    f"trait of impl {item.trait_name} for {item.self_type}", frozenset({"trait"}))
+            if item.kind in ("fn", "method", "trait_fn"):
+                for segs in signature_types(item):
+                    res = (resolver.resolve_path(segs, path) if len(segs) > 1 else None) or (
+                        resolver.resolve_name(segs[-1], path))
+                    add(res, "signature-type", SCORE_SIGNATURE_TYPE,
+                        f"type {'::'.join(segs)} in the signature of {item.name}", _TYPE_KINDS)
+            for segs, why in match_enums(region, item):
+                if segs == ("Self",) and item.self_type:
+                    segs = (item.self_type,)
+                res = (resolver.resolve_path(segs, path) if len(segs) > 1
+                       else resolver.resolve_name(segs[0], path))
+                add(res, "enum", SCORE_MATCH_ENUM, why, frozenset({"enum"}))
+        for (segs, how), n in sorted(uses.items()):
+            score = SCORE_DEFINITION * (1 + DEFINITION_REPEAT_SHARE
+                                        * min(n - 1, DEFINITION_MAX_REPEAT))
+            name = "::".join(segs)
+            if how == "method":
+                res = resolver.resolve_name(segs[-1], path)
+                if res is not None:
+                    res = Resolution(tuple(it for it in res.items if it.kind in (
+                        "method", "trait_fn")), "method call, by name", by_name=True)
+                add(res, "definition", score * METHOD_CALL_FACTOR, f"method .{name}() used")
+                continue
+            if len(segs) > 1:
+                res = resolver.resolve_path(segs, path)
+                if res is None and segs[0][:1].isupper():
+                    res = resolver.resolve_name(segs[0], path)
+            else:
+                res = resolver.resolve_name(segs[0], path)
+            add(res, "definition", score, f"{name} used {n}x" if n > 1 else f"{name} used")
+        return out
+
+    def _recent(self, path: str, recent: Sequence[str]) -> list[_Candidate]:
+        out = []
+        for rank, p in enumerate([p for p in recent if p != path][:RECENT_MAX_FILES]):
+            fi = self.index.file(p)
+            if fi is not None and fi.items:
+                top = fi.items[0]
+                out.append(_Candidate(top, "recent", SCORE_RECENT / (rank + 1),
+                                      f"recently edited (#{rank + 1})"))
+        return out
+
+    def _choose(self, cands: list[_Candidate], budget: int, path: str) -> list[Chunk]:
+        """The best candidates, one chunk per item, within `budget` tokens."""
+        best: dict[tuple[str, int, str], _Candidate] = {}
+        for c in cands:
+            k = (c.item.path, c.item.start_byte, "recent" if c.kind == "recent" else "")
+            if k not in best or c.score > best[k].score:
+                best[k] = c
+        order = sorted(best.values(), key=lambda c: (-c.score, c.item.path, c.item.start_byte))
+        chosen: list[Chunk] = []
+        left = budget
+        cap = int(budget * DEFINITION_MAX_SHARE)
+        for c in order:
+            if left <= 0:
+                break
+            chunk = self._definition_chunk(c, cap, left)
+            if chunk is not None:
+                chosen.append(chunk)
+                left -= chunk.tokens
+        return chosen
+
+    def _definition_chunk(self, c: _Candidate, cap: int, left: int) -> Chunk | None:
+        it = c.item
+        fi = self.index.file(it.path)
+        if fi is None:
+            return None
+        sk = self._skeleton(fi)
+        if c.kind == "recent":
+            texts = [sk.render_indices({i for i, n in enumerate(sk.nodes) if n.parent == -1})]
+        else:
+            container = sk.container_of(it)
+            src = self._source(fi)
+            texts = [definition_text(it, src, container, full=True)]
+            if it.kind in ("struct", "enum", "union", "trait"):
+                texts.append(sk.render_indices(sk.indices([it.name]) & {
+                    i for i, n in enumerate(sk.nodes) if n.item == it}))
+            texts.append(definition_text(it, src, container, full=False))
+        for i, text in enumerate(texts):
+            est = sum(self.count.lines(split_lines(text)))
+            if est > min(cap, left) * 2 and i + 1 < len(texts):
+                continue  # clearly too big: skip the exact count
+            n = self.chunk_tokens(it.path, text)
+            if n <= min(cap, left) or (c.kind == "recent" and n <= left):
+                return Chunk(it.path, text, c.kind, c.reason, n, round(c.score, 6),
+                             "" if c.kind == "recent" else it.name, fi.content_hash)
+        return None
+
+    def _repo_map(self, graph: RefGraph, path: str, chosen: list[Chunk], mentioned: set[str],
+                  shown: set[tuple[str, str]], budget: int) -> list[Chunk]:
+        """File skeletons by PageRank, as many (file, name) pairs as fit (binary search)."""
+        if budget <= 0 or len(graph) == 0:
+            return []
+        personal = personalization_for(path, [c.path for c in chosen])
+        ranked = graph.ranked_definitions(personal, mentioned, limit=max(64, budget // 4))
+        ranked = [r for r in ranked if r.path != path and (r.path, r.name) not in shown]
+        if not ranked:
+            return []
+        files: dict[str, FileIndex] = {}
+        for r in ranked:
+            if r.path not in files:
+                fi = self.index.file(r.path)
+                if fi is not None:
+                    files[r.path] = fi
+        ranked = [r for r in ranked if r.path in files]
+        # Estimated tokens of each pair alone, and of each file's header.
+        cost = []
+        for r in ranked:
+            sk = self._skeleton(files[r.path])
+            lines = [ln for i in sorted(sk.indices([r.name])) for ln in sk.item_lines(i)]
+            cost.append(sum(self.count.lines(lines)))
+        header = {p: 2 + self.count(f"{p}\n") for p in files}
+
+        def estimate(n: int) -> int:
+            seen: set[str] = set()
+            total = 0
+            for r, c in zip(ranked[:n], cost[:n], strict=True):
+                if r.path not in seen:
+                    seen.add(r.path)
+                    total += header[r.path]
+                total += c
+            return total
+
+        lo, hi = 0, len(ranked)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if estimate(mid) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        n = lo
+        while n > 0:
+            chunks = self._map_chunks(ranked[:n], files)
+            total = sum(c.tokens for c in chunks)
+            if total <= budget:
+                return chunks
+            n = int(n * (1 - MAP_FIT_TOLERANCE)) if n > 20 else n - 1
+        return []
+
+    def _map_chunks(self, ranked: list, files: dict[str, FileIndex]) -> list[Chunk]:
+        names: dict[str, list[str]] = {}
+        score: dict[str, float] = {}
+        for r in ranked:
+            names.setdefault(r.path, []).append(r.name)
+            score[r.path] = score.get(r.path, 0.0) + r.score
+        out = []
+        for p in sorted(names):
+            text = self._skeleton(files[p]).render(names[p]).rstrip("\n")
+            if not text:
+                continue
+            shown = ", ".join(names[p][:4]) + (" ..." if len(names[p]) > 4 else "")
+            out.append(Chunk(p, text, "repo-map", f"PageRank {score[p]:.4f}: {shown}",
+                             self.chunk_tokens(p, text), round(score[p], 6), "",
+                             files[p].content_hash))
+        return out
+
+
+def assemble_context(
+    index: IndexView,
+    path: str,
+    text: str,
+    line: int,
+    col: int,
+    *,
+    budget: int,
+    count_tokens: Callable[[str], int],
+    special: Mapping[str, str],
+    repo_name: str = "",
+    recent: Sequence[str] = (),
+) -> Context:
+    """One-shot `ContextAssembler(...).assemble(...)` (no caches kept between calls)."""
+    asm = ContextAssembler(index, count_tokens, special, repo_name=repo_name)
+    return asm.assemble(path, text, line, col, budget=budget, recent=recent)
+
+
+# -- signals -------------------------------------------------------------------------------
+
+def find_enclosing(fi: FileIndex, line: int) -> Item | None:
+    """The innermost item whose lines (doc comments included) contain `line`."""
+    best: Item | None = None
+    for it in fi.items:
+        if it.kind not in _ENCLOSING_KINDS:
+            continue
+        start = min(it.outer_start_line, it.start_line) if it.outer_start_byte else it.start_line
+        if start <= line <= it.end_line and (
+                best is None or (it.end_byte - it.start_byte) < (best.end_byte - best.start_byte)):
+            best = it
+    return best
+
+
+def item_key(fi: FileIndex, item: Item) -> ItemKey:
+    """The identity of `item`: no positions, so typing inside it keeps it."""
+    same = [it for it in fi.items
+            if (it.kind, it.name, it.parent, it.trait_name, it.self_type, it.module) == (
+                item.kind, item.name, item.parent, item.trait_name, item.self_type, item.module)]
+    ordinal = next((i for i, it in enumerate(same) if it.start_byte == item.start_byte), 0)
+    return ItemKey(fi.path, item.kind, item.name, item.module, item.parent, item.trait_name,
+                   item.self_type, ordinal)
+
+
+def extract_identifiers(text: str) -> Counter[tuple[tuple[str, ...], str]]:
+    """Paths used in Rust code with how they are used ("call", "macro", "method", "name").
+
+    Comments and string literals are skipped; lowercase single names that are neither called
+    nor macros are taken for local variables and left out.
+    """
+    out: Counter[tuple[tuple[str, ...], str]] = Counter()
+    for m in _LEX.finditer(text):
+        raw = m.group("path")
+        if raw is None:
+            continue
+        segs = tuple(s.strip() for s in raw.split("::"))
+        if segs[-1] in _KEYWORDS and segs[-1] not in ("Self",):
+            continue
+        if segs[-1] == "Self" or (len(segs) == 1 and segs[0] in _KEYWORDS):
+            continue
+        after = (m.group("after") or "").strip()
+        before = text[m.start() - 1] if m.start() > 0 else ""
+        if _DECLARES.search(text, max(0, m.start() - 16), m.start()):
+            continue  # the name being declared, not a use
+        if before == "." and len(segs) == 1:
+            if after == "(":
+                out[(segs, "method")] += 1
+            continue
+        how = "macro" if after == "!" else "call" if after == "(" else "name"
+        last = segs[-1]
+        if len(segs) == 1 and how == "name" and not last[:1].isupper():
+            continue
+        if len(segs) > 1 and segs[0] in ("self", "Self") and len(segs) == 2 and how != "call":
+            continue
+        out[(segs, how)] += 1
+    return out
+
+
+def signature_types(item: Item) -> list[tuple[str, ...]]:
+    """Type paths in a function's parameters and return type, in order, without repeats."""
+    sig = item.signature
+    at = sig.find("(")
+    paths: list[tuple[str, ...]] = []
+    for m in _TYPE_PATH.finditer(sig, at if at >= 0 else 0):
+        segs = tuple(m.group(1).split("::"))
+        if segs[-1] != "Self" and segs not in paths and not segs[-1].isupper():
+            paths.append(segs)
+    return paths
+
+
+def match_enums(region: str, item: Item) -> list[tuple[tuple[str, ...], str]]:
+    """Enums matched on in `region`: `Enum::Variant` arm paths and prelude variants."""
+    code = _LEX.sub(lambda m: " " * len(m.group(0)) if m.group("path") is None else m.group(0),
+                    region)
+    out: list[tuple[tuple[str, ...], str]] = []
+    seen = set()
+    for m in _MATCH.finditer(code):
+        body = _braced(code, m.end())
+        if body is None:
+            continue
+        scrutinee = " ".join(code[m.end():body[0]].split())
+        arms = code[body[0]:body[1]]
+        for pm in _ARM_PATH.finditer(arms):
+            segs = tuple(s for s in pm.group(1).split("::") if s)
+            if segs not in seen:
+                seen.add(segs)
+                out.append((segs, f"enum matched on in `match {scrutinee}`"))
+        for pm in _ARM_PRELUDE.finditer(arms):
+            segs = (pm.group(1),)
+            if segs not in seen:
+                seen.add(segs)
+                out.append((segs, f"enum of {pm.group(1)} matched on in `match {scrutinee}`"))
+    return out
+
+
+def _braced(code: str, start: int) -> tuple[int, int] | None:
+    """(open, close) offsets of the first `{ ... }` block at or after `start`."""
+    open_at = code.find("{", start)
+    if open_at < 0:
+        return None
+    depth = 0
+    for i in range(open_at, len(code)):
+        ch = code[i]
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return open_at, i
+    return open_at, len(code)
+
+
+def _definition_target(it: Item, resolver: Resolver) -> Item | None:
+    """What to show for an item: a variant's enum; everything else itself."""
+    if it.kind == "variant":
+        return resolver.enum_of_variant(it)
+    if it.kind in ("impl", "field"):
+        return None
+    return it
+
+
+def _read_only(it: Item) -> bool:
+    return it.path.startswith("<")
+
+
+def _neg_path(p: str) -> tuple[int, ...]:
+    """Sort key that reverses path order (ties among equal scores: the earlier path last)."""
+    return tuple(-ord(c) for c in p)
+
+
+def tokens_estimate(text: str) -> int:
+    """A tokenizer-free estimate: UTF-8 bytes / 3.5 (for callers without a tokenizer)."""
+    return math.ceil(len(text.encode("utf-8")) / 3.5)

@@ -1,0 +1,192 @@
+"""Split-KV decode attention ("flash-decoding") in Triton for one or a few query tokens.
+
+Algorithm: the visible key range of the query tokens is cut into `n_splits` chunks; one program
+per (batch, KV head, chunk) runs the online softmax over its chunk for all the query heads that
+share the KV head (GQA packing: GROUP x Tq rows in one tile, so each K/V byte is read once), and
+writes an unnormalised partial output with its running max and sum. A second small kernel merges
+the chunks (log-sum-exp rescaling). Enough chunks are made to put about two programs on every
+multiprocessor, so a single sequence fills the GPU. With a window (local layers) the range starts
+at the first query's window, so the work is bounded by the window, not the cache.
+
+Layout: as kernels/reference.py; queries at q_start .. q_start + Tq - 1 see keys causally (a few
+query tokens: speculative or multi-token decode).
+
+Provenance: after Tri Dao et al., "Flash-Decoding for long-context inference" (2023) and the
+split-K decode kernels of gpt-fast / FlashInfer; written for this project.
+
+Caution: meant for Tq * GROUP <= 128 rows; longer chunks go to the prefill kernel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._utils import attn_smem_bytes, check_qkv, interpreting, smem_cap
+from kernels.local_attention import NO_WINDOW, _attn_fwd_inner
+from kernels.reference import attention_ref
+
+# Most rows (GROUP * Tq) a decode tile holds; beyond this the prefill kernel is used.
+MAX_DECODE_ROWS = 128
+
+
+@triton.jit
+def _decode_split_kernel(
+    Q, K, V, Opart, Mpart, Lpart, Count,
+    stride_qb, stride_qh, stride_qm,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    Hkv, Tq, Tk, q_start, k_start, window, qk_scale, j_lo, j_hi, chunk,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_N: tl.constexpr, COUNT: tl.constexpr,
+):
+    """One program: all GROUP x Tq query rows of one KV head against one chunk of keys."""
+    pid_s = tl.program_id(0)
+    n_splits = tl.num_programs(0)
+    pid_bh = tl.program_id(1)
+    off_b = pid_bh // Hkv
+    off_kh = pid_bh % Hkv
+    offs_r = tl.arange(0, BLOCK_R)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    # Row r is query token r % Tq of query head off_kh * GROUP + r // Tq.
+    r_ok = offs_r < GROUP * Tq
+    head = off_kh * GROUP + offs_r // Tq
+    t = offs_r % Tq
+    q = tl.load(Q + off_b * stride_qb + head[:, None] * stride_qh + t[:, None] * stride_qm
+                + offs_d[None, :], mask=r_ok[:, None], other=0.0)
+    q_pos = q_start + t
+    k_base = K + off_b * stride_kb + off_kh * stride_kh
+    v_base = V + off_b * stride_vb + off_kh * stride_vh
+
+    lo = j_lo + pid_s * chunk
+    hi = tl.minimum(lo + chunk, j_hi)
+    acc = tl.zeros([BLOCK_R, HEAD_DIM], dtype=tl.float32)
+    m_i = tl.full([BLOCK_R], -1.0e30, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_R], dtype=tl.float32)
+    acc, m_i, l_i, n_vis = _attn_fwd_inner(
+        acc, m_i, l_i, tl.zeros([], dtype=tl.int32), q, k_base, v_base, stride_kn, stride_vn,
+        q_pos, offs_n, offs_d, lo, hi, k_start, Tk, window, qk_scale, True, BLOCK_N)
+
+    # -- write the partial: (B*Hkv, n_splits, BLOCK_R, D) and (B*Hkv, n_splits, BLOCK_R) --
+    base = pid_bh * n_splits + pid_s
+    tl.store(Opart + base * BLOCK_R * HEAD_DIM + offs_r[:, None] * HEAD_DIM + offs_d[None, :], acc)
+    tl.store(Mpart + base * BLOCK_R + offs_r, m_i)
+    tl.store(Lpart + base * BLOCK_R + offs_r, l_i)
+    if COUNT:
+        tl.store(Count + base, n_vis)
+
+
+@triton.jit
+def _decode_merge_kernel(
+    Opart, Mpart, Lpart, Out, stride_ob, stride_oh, stride_om, Hkv, Tq, n_splits,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr,
+):
+    """Merge the chunks' partials of one (batch, KV head) into the final output rows."""
+    pid_bh = tl.program_id(0)
+    off_b = pid_bh // Hkv
+    off_kh = pid_bh % Hkv
+    offs_r = tl.arange(0, BLOCK_R)
+    offs_d = tl.arange(0, HEAD_DIM)
+    acc = tl.zeros([BLOCK_R, HEAD_DIM], dtype=tl.float32)
+    m_i = tl.full([BLOCK_R], -1.0e30, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_R], dtype=tl.float32)
+    for s in range(0, n_splits):
+        base = pid_bh * n_splits + s
+        m_s = tl.load(Mpart + base * BLOCK_R + offs_r)
+        l_s = tl.load(Lpart + base * BLOCK_R + offs_r)
+        o_s = tl.load(Opart + base * BLOCK_R * HEAD_DIM + offs_r[:, None] * HEAD_DIM
+                      + offs_d[None, :])
+        m_new = tl.maximum(m_i, m_s)
+        alpha = tl.math.exp2(m_i - m_new)
+        beta = tl.math.exp2(m_s - m_new)
+        acc = acc * alpha[:, None] + o_s * beta[:, None]
+        l_i = l_i * alpha + l_s * beta
+        m_i = m_new
+    l_i = tl.where(l_i == 0.0, 1.0, l_i)
+    out = acc / l_i[:, None]
+    r_ok = offs_r < GROUP * Tq
+    head = off_kh * GROUP + offs_r // Tq
+    t = offs_r % Tq
+    tl.store(Out + off_b * stride_ob + head[:, None] * stride_oh + t[:, None] * stride_om
+             + offs_d[None, :], out.to(Out.dtype.element_ty), mask=r_ok[:, None])
+
+
+def _num_sms(device: torch.device) -> int:
+    if interpreting() or device.type != "cuda":
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_start: int,
+                     k_start: int = 0, window: int | None = None, n_splits: int | None = None,
+                     block_n: int | None = None, count: bool = False,
+                     out: torch.Tensor | None = None,
+                     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Causal (window=None) or sliding-window attention of a few queries against a long cache.
+
+    `n_splits` and `block_n` override the launch heuristics (tests); with `count=True` the
+    visited key blocks per (batch*KV head, split) come back too; `out` is written in place.
+    """
+    check_qkv(q, k, v)
+    B, Hq, Tq, D = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    group = Hq // Hkv
+    rows = group * Tq
+    if rows > MAX_DECODE_ROWS:
+        raise ValueError(f"Expected GROUP * Tq <= {MAX_DECODE_ROWS}, got {rows}")
+    block_r = max(16, triton.next_power_of_2(rows))
+    win = NO_WINDOW if window is None else min(window, NO_WINDOW)
+    if interpreting():
+        block_n = block_n or 16
+    block_n = block_n or 64
+    # Visible key indices of all the queries: [j_lo, j_hi).
+    j_lo = max(0, q_start - win + 1 - k_start)
+    j_hi = max(min(Tk, q_start + Tq - k_start), j_lo)
+    n_blocks = max(1, triton.cdiv(j_hi - j_lo, block_n))
+    if n_splits is None:
+        n_splits = max(1, min(n_blocks, triton.cdiv(2 * _num_sms(q.device), B * Hkv)))
+    per_split = triton.cdiv(n_blocks, n_splits)
+    chunk = per_split * block_n
+    n_splits = triton.cdiv(n_blocks, per_split)
+
+    dev = q.device
+    opart = torch.empty((B * Hkv, n_splits, block_r, D), dtype=torch.float32, device=dev)
+    mpart = torch.empty((B * Hkv, n_splits, block_r), dtype=torch.float32, device=dev)
+    lpart = torch.empty_like(mpart)
+    if out is None:
+        out = torch.empty((B, Hq, Tq, D), dtype=q.dtype, device=dev)
+    cnt = torch.full((B * Hkv, n_splits), -1, dtype=torch.int32, device=dev) if count else mpart
+    # Deepest K/V pipeline that fits the shared-memory cap (4 stages at D=64, 2 at D=128 on 99 KB).
+    stages = 1
+    if not interpreting():
+        stages = max(s for s in (2, 3, 4) if s == 2
+                     or attn_smem_bytes(block_r, block_n, D, s) <= smem_cap())
+    qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634  # 1/sqrt(D) * 1/ln(2) for exp2
+    _decode_split_kernel[(n_splits, B * Hkv)](
+        q, k, v, opart, mpart, lpart, cnt,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        Hkv, Tq, Tk, q_start, k_start, win, qk_scale, j_lo, j_hi, chunk,
+        GROUP=group, HEAD_DIM=D, BLOCK_R=block_r, BLOCK_N=block_n, COUNT=count,
+        num_warps=4, num_stages=stages,
+    )
+    _decode_merge_kernel[(B * Hkv,)](
+        opart, mpart, lpart, out, out.stride(0), out.stride(1), out.stride(2), Hkv, Tq,
+        n_splits, GROUP=group, HEAD_DIM=D, BLOCK_R=block_r, num_warps=4,
+    )
+    return (out, cnt) if count else out
+
+
+def decode_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_start: int,
+                         k_start: int = 0, window: int | None = None,
+                         upcast: bool = True) -> torch.Tensor:
+    """Float32 reference: the same masked softmax as the prefill references."""
+    return attention_ref(q, k, v, q_start=q_start, k_start=k_start, window=window,
+                         upcast=upcast)
+
+
+__all__ = ["decode_attention", "decode_attention_ref", "MAX_DECODE_ROWS"]

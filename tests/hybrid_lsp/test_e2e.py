@@ -1,0 +1,133 @@
+"""End to end: the real server over stdio (pytest-lsp), with the engine child on a tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+
+from tests.hybrid_lsp.conftest import test_backend
+from tests.hybrid_lsp.lsp_session import (
+    SECRET,
+    lsp_session,
+    make_workspace,
+    open_file,
+    status,
+    wait_ready,
+)
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
+
+
+def line_col(text: str, needle: str) -> types.Position:
+    """UTF-16 position just after `needle`."""
+    idx = text.index(needle) + len(needle)
+    line = text.count("\n", 0, idx)
+    col = idx - (text.rfind("\n", 0, idx) + 1)
+    return types.Position(line=line, character=len(text[idx - col:idx].encode("utf-16-le")) // 2)
+
+
+async def test_completions_status_and_settings(tmp_path: Path, tiny_model: Path) -> None:
+    ws = make_workspace(tmp_path)
+    async with lsp_session(tmp_path, tiny_model, ws, backend=test_backend()) as client:
+        caps = client.init_result.capabilities
+        assert caps.inline_completion_provider is not None
+        assert caps.completion_provider is not None
+        st = await status(client)
+        assert st["engineState"] == "ready", st
+        assert st["backend"] == test_backend() and st["model"] == "tiny-test"
+        lib = ws / "src" / "lib.rs"
+        uri = open_file(client, lib)
+        open_file(client, ws / "src" / "shapes.rs")
+        open_file(client, ws / "src" / "secret_notes.rs")
+        text = lib.read_text()
+        pos = line_col(text, "let x = ")  # after emoji and CJK on the same line
+        assert pos.character == len("    let name = \"圆😀\"; let x = ") + 1  # 😀 is 2 units
+
+        inline = await client.text_document_inline_completion_async(types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
+            context=types.InlineCompletionContext(
+                trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+        assert isinstance(inline, types.InlineCompletionList)
+        for item in inline.items:  # a random model may say nothing useful: then no items
+            assert item.insert_text.strip() and item.insert_text == item.insert_text.rstrip()
+            assert "<|" not in item.insert_text
+            assert item.range.start == pos
+
+        comp = await client.text_document_completion_async(types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=pos))
+        assert isinstance(comp, types.CompletionList)
+        for item in comp.items:
+            assert item.text_edit.range.end == pos
+            assert "ms" in item.detail and "hybrid-lsp" in item.detail
+
+        st = await status(client)
+        assert st["latencyMs"]["count"] >= 0 and st["engineRestarts"] == 0
+
+        # Settings: a bad value is reported and the previous value stays.
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings={"completion": {"debounceMs": -5, "maxTokens": 8}}))
+        msg = await asyncio.wait_for(client.wait_for_notification("window/showMessage"), 10)
+        assert "debounceMs" in msg.message
+        st = await status(client)
+        assert st["settings"]["completion"]["debounceMs"] == 0
+        assert st["settings"]["completion"]["maxTokens"] == 8
+
+        reindexed = await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="hybridLsp.reindex"))
+        assert reindexed["indexFiles"] >= 2
+
+        log_text = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log*"))
+        assert SECRET not in log_text
+
+
+async def test_cancellation_storm(tmp_path: Path, tiny_model: Path) -> None:
+    """50 requests in a second, each cancelling the last: all answered once, newest answered."""
+    ws = make_workspace(tmp_path)
+    async with lsp_session(tmp_path, tiny_model, ws, backend=test_backend()) as client:
+        lib = ws / "src" / "lib.rs"
+        uri = open_file(client, lib)
+        pos = line_col(lib.read_text(), "let mut total = ")
+        params = types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
+            context=types.InlineCompletionContext(
+                trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+        proto = client.protocol
+        futures = []
+        for i in range(50):
+            if i:
+                client.cancel_request(types.CancelParams(id=f"storm-{i - 1}"))
+            futures.append(asyncio.wrap_future(proto.send_request(
+                types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=f"storm-{i}")))
+            await asyncio.sleep(0.02)
+        results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 30)
+        assert len(results) == 50
+        assert isinstance(results[-1], types.InlineCompletionList), results[-1]
+        for r in results[:-1]:
+            assert isinstance(r, types.InlineCompletionList | JsonRpcException), r
+        # Still responsive, and the engine never died.
+        t0 = time.monotonic()
+        st = await status(client)
+        assert time.monotonic() - t0 < 2.0
+        assert st["engineState"] == "ready" and st["engineRestarts"] == 0
+
+
+async def test_engine_crash_restarts_and_server_survives(tmp_path: Path, tiny_model: Path) -> None:
+    ws = make_workspace(tmp_path)
+    async with lsp_session(tmp_path, tiny_model, ws, backend=test_backend()) as client:
+        uri = open_file(client, ws / "src" / "lib.rs")
+        crashed = await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="hybridLsp.test.crashEngine", arguments=["abort"]))
+        assert crashed is True
+        await asyncio.sleep(0.3)
+        # While the engine restarts, requests are answered (empty), not hung.
+        res = await asyncio.wait_for(client.text_document_completion_async(
+            types.CompletionParams(text_document=types.TextDocumentIdentifier(uri=uri),
+                                   position=types.Position(line=7, character=4))), 20)
+        assert isinstance(res, types.CompletionList)
+        st = await wait_ready(client, 60)
+        assert st["engineState"] == "ready" and st["engineRestarts"] >= 1
