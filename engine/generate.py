@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import codecs
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -135,6 +135,13 @@ class TextStream:
             self.text = self.text[: min(hits)]
             self.stopped = True
         return self.stopped
+
+
+def visible_bytes(token_bytes: Callable[[int], bytes],
+                  special_ids: Iterable[int]) -> Callable[[int], bytes]:
+    """`token_bytes` where special (control) tokens render as nothing, as llama.cpp does."""
+    hidden = frozenset(special_ids)
+    return lambda i: b"" if i in hidden else token_bytes(i)
 
 
 def generate(request: GenerationRequest, steps: Steps, *, token_bytes: Callable[[int], bytes],

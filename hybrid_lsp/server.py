@@ -25,7 +25,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from engine.prompt import FimRequest, special_token_strings
-from hybrid_lsp import __version__
+from hybrid_lsp import __version__, actions
 from hybrid_lsp.completion import (
     CONTEXT_SHARE,
     CompletionCache,
@@ -41,6 +41,7 @@ from hybrid_lsp.convert import (
     UTF16,
     lsp_completion_item,
     lsp_inline_item,
+    lsp_text_edit,
     offset_at,
 )
 from hybrid_lsp.engine_client import READY, EngineClient, EngineConfig, EngineUnavailable
@@ -90,7 +91,7 @@ class HybridLanguageServer(LanguageServer):
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Errors outside requests go to the (rate-limited) log, never to popups."""
-        log.error("server error (%s): %s", getattr(source, "__name__", source), error)
+        log.warning("server error (%s): %s", getattr(source, "__name__", source), error)
 
     # -- settings ------------------------------------------------------------------------
     def apply_settings(self, raw: Any, source: str) -> None:
@@ -260,6 +261,58 @@ class HybridLanguageServer(LanguageServer):
                 log.info("warmed %d prompt tokens in %.0f ms", res.evaluated_prompt_tokens,
                          res.total_ms)
 
+    # -- code actions --------------------------------------------------------------------
+    def workspace_sources(self, limit: int = 300) -> dict[str, str]:
+        """Rust sources for trait and enum lookups: open documents, then files on disk."""
+        out = {p: t for p, t in self.open_documents() if p.endswith(".rs") and not is_secret(p)}
+        if self.root is not None:
+            for path in sorted(self.root.rglob("*.rs"))[:limit]:
+                if str(path) in out or self.rules.ignored(path) or "target" in path.parts:
+                    continue
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    out[str(path)] = path.read_text(encoding="utf-8")
+        return out
+
+    async def resolve_action(self, kind: str, text: str, offset: int):
+        """(Insertion or None, title or None) for an action found at `offset`."""
+        if kind in (actions.IMPLEMENT_TRAIT, actions.FILL_MATCH):
+            sources = await asyncio.to_thread(self.workspace_sources)
+            fn = actions.implement_trait if kind == actions.IMPLEMENT_TRAIT else actions.fill_match
+            return await asyncio.to_thread(fn, text, offset, sources), None
+        found = next((f for f in actions.find_actions(text, offset) if f.kind == kind), None)
+        if found is None:
+            return None, None
+        if kind == actions.ADD_DOC:
+            indent = actions.indent_of(text, found.start)
+            doc = await self._model_text(text[:found.start] + "/// ", "\n" + text[found.start:],
+                                         stop="\n")
+            line = doc.strip() if doc and doc.strip() else "TODO: document this item."
+            return actions.Insertion(found.start, found.start, f"/// {line}\n{indent}"), None
+        body_start = text.index("{", found.start) + 1
+        body_end = found.end - 1
+        indent = actions.indent_of(text, found.start)
+        raw = await self._model_text(text[:body_start] + "\n" + indent + "    ",
+                                     "\n" + indent + text[body_end:], stop="\n}")
+        body, from_model = actions.body_or_todo(raw or "")
+        inner = "\n".join(indent + "    " + ln.strip() for ln in body.splitlines())
+        title = None if from_model else f"{found.title} (todo!(): the model's body did not parse)"
+        return actions.Insertion(body_start, body_end, f"\n{inner}\n{indent}"), title
+
+    async def _model_text(self, prefix: str, suffix: str, stop: str) -> str | None:
+        """A FIM generation for a code action (no debounce, no cache); None if unavailable."""
+        c = self.settings.completion
+        if self.engine is None or self.prompts is None or self.engine.state != READY:
+            return None
+        req = FimRequest(path="lib.rs", prefix=prefix, suffix=suffix)
+        ids = await asyncio.to_thread(self.prompts.build, req, c.context_budget_tokens)
+        try:
+            res = await self.engine.generate(ids, max_tokens=c.max_tokens * 2,
+                                             budget_s=c.latency_budget_ms / 1e3,
+                                             stop_strings=[stop])
+        except EngineUnavailable:
+            return None
+        return None if res is None else cut_at_markers(res.text, SPECIAL_TEXTS)
+
     # -- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         eng = self.engine
@@ -403,6 +456,47 @@ async def crash_engine(ls: HybridLanguageServer, *args: Any) -> bool:
         await ls.engine.crash_for_test(str(args[0]) if args else "abort")
         return True
     return False
+
+
+CODE_ACTION_KIND = types.CodeActionKind.RefactorRewrite
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
+    code_action_kinds=[CODE_ACTION_KIND], resolve_provider=True))
+async def code_action(ls: HybridLanguageServer, params: types.CodeActionParams
+                      ) -> list[types.CodeAction] | None:
+    text = ls.rust_text(params.text_document.uri)
+    if text is None or not ls.settings.features.code_actions:
+        return None
+    offset = offset_at(text, params.range.start, ls.encoding)
+    try:
+        found = await asyncio.to_thread(actions.find_actions, text, offset)
+    except Exception:
+        log.exception("code actions failed")
+        return None
+    return [types.CodeAction(title=f.title, kind=CODE_ACTION_KIND, data={
+        "kind": f.kind, "uri": params.text_document.uri, "offset": offset}) for f in found]
+
+
+@SERVER.feature(types.CODE_ACTION_RESOLVE)
+async def code_action_resolve(ls: HybridLanguageServer, action: types.CodeAction
+                              ) -> types.CodeAction:
+    data = action.data if isinstance(action.data, dict) else {}
+    text = ls.rust_text(str(data.get("uri", "")))
+    if text is None:
+        return action
+    try:
+        ins, title = await ls.resolve_action(str(data.get("kind")), text,
+                                             int(data.get("offset", 0)))
+    except Exception:
+        log.exception("resolving a code action failed")
+        return action
+    if ins is None or not actions.no_new_errors(text, ins):
+        return action
+    action.title = title or action.title
+    action.edit = types.WorkspaceEdit(changes={data["uri"]: [
+        lsp_text_edit(text, ins.at, ins.end, ins.text, ls.encoding)]})
+    return action
 
 
 @SERVER.feature(types.SHUTDOWN)

@@ -153,6 +153,7 @@ class HardenedProtocol(LanguageServerProtocol):
     def __init__(self, server, converter) -> None:
         super().__init__(server, converter)
         self.initialized = False
+        self.shutdown_requested = False
         self.malformed = 0
 
     def send_error(self, msg_id: int | str | None, code: int, message: str) -> None:
@@ -193,12 +194,25 @@ class HardenedProtocol(LanguageServerProtocol):
         if isinstance(message, dict):  # no "jsonrpc" key: structure_message passes it through
             self._structure_failed(raw, ValueError("missing jsonrpc"))
             return
-        if getattr(message, "method", None) == types.INITIALIZE:
+        method = getattr(message, "method", None)
+        if method == types.INITIALIZE:
             self.initialized = True
+        if method == types.EXIT and self._request_futures:
+            # A client that pipelines `exit` still gets its pending answers first.
+            asyncio.ensure_future(self._exit_when_answered(message))
+            return
         try:
             self.handle_message(message)
         except Exception:  # pygls answers requests itself; this is a last resort log
             log.exception("failed to dispatch %s", raw.get("method"))
+
+    async def _exit_when_answered(self, message: Any, timeout: float = 5.0) -> None:
+        pending = [asyncio.wrap_future(f) if not asyncio.isfuture(f) else f
+                   for f in list(self._request_futures.values())]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+            await asyncio.sleep(0)  # let the done-callbacks send their responses
+        self.handle_message(message)
 
     def _reject(self, raw: dict) -> bool:
         """Answer (and drop) messages pygls would mishandle; True if answered or dropped."""
@@ -219,9 +233,11 @@ class HardenedProtocol(LanguageServerProtocol):
             self.malformed += 1
             self.send_error(None, INVALID_REQUEST, f"Invalid request id {raw['id']!r}")
             return True
-        if self._shutdown and method != types.EXIT:
+        if (self._shutdown or self.shutdown_requested) and method != types.EXIT:
             self.send_error(raw["id"], INVALID_REQUEST, "Server is shutting down")
             return True
+        if method == types.SHUTDOWN:
+            self.shutdown_requested = True
         if not self.initialized and method != types.INITIALIZE:
             self.send_error(raw["id"], SERVER_NOT_INITIALIZED, "Server not initialized")
             return True
@@ -232,7 +248,11 @@ class HardenedProtocol(LanguageServerProtocol):
         method = raw.get("method")
         log.warning("invalid params for %s (%s)", method, type(exc).__name__)
         if "id" in raw and isinstance(method, str):
-            self.send_error(raw["id"], INVALID_PARAMS, f"Invalid params for {method}")
+            known = self.get_message_type(method) is not None or method in self.fm.features
+            if known:
+                self.send_error(raw["id"], INVALID_PARAMS, f"Invalid params for {method}")
+            else:
+                self.send_error(raw["id"], METHOD_NOT_FOUND, f"Unknown method {method}")
 
     def _handle_response(self, msg_id, result=None, error=None) -> None:
         """pygls #621: a response to a request whose future was cancelled is dropped."""

@@ -60,6 +60,10 @@ class Parsed:
     mtime_ns: int = 0
     content_hash: str = ""
     reason: str | None = None       # set when the file was skipped
+    module: str = ""                # the module it was parsed as
+    names: str = ""                 # distinct item names, "\n"-joined (the store's name rows)
+    mods: str = "[]"                # codec.encode_mods JSON
+    nitems: int = 0
 
     def file_index(self) -> FileIndex | None:
         return codec.decode(self.blob) if self.blob is not None else None
@@ -80,7 +84,9 @@ def parse_job(job: Job) -> Parsed:
     fi = parse_file(job.path, data, module=job.module, read_only=job.read_only, crate=job.crate)
     _bytes, text, _errors = decode_source(data)
     return Parsed(job, blob=codec.encode(fi), text=text, size=len(data),
-                  mtime_ns=st.st_mtime_ns, content_hash=fi.content_hash)
+                  mtime_ns=st.st_mtime_ns, content_hash=fi.content_hash, module=fi.module,
+                  names="\n".join(sorted({it.name for it in fi.items if it.name})),
+                  mods=codec.encode_mods(fi), nitems=len(fi.items))
 
 
 def _parse_batch(jobs: list[tuple[str, str, str, str, bool]]) -> list[tuple]:
@@ -90,7 +96,8 @@ def _parse_batch(jobs: list[tuple[str, str, str, str, bool]]) -> list[tuple]:
     def run() -> None:
         for t in jobs:
             p = parse_job(Job(*t))
-            out.append((p.blob, p.text, p.size, p.mtime_ns, p.content_hash, p.reason))
+            out.append((p.blob, p.text, p.size, p.mtime_ns, p.content_hash, p.reason,
+                        p.module, p.names, p.mods, p.nitems))
 
     old = threading.stack_size(WORKER_STACK_BYTES)
     try:

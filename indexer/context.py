@@ -79,8 +79,9 @@ DEFINITIONS_SHARE = 0.5
 #: A single ranked chunk may take at most this share of the ranked chunks' budget in full;
 #: larger ones are shown as their signature or skeleton.
 DEFINITION_MAX_SHARE = 0.25
-#: The map's binary search accepts a fit within this share below the budget (Aider: 15%).
-MAP_FIT_TOLERANCE = 0.05
+#: The map asks the graph for at most budget / MAP_TOKENS_PER_PAIR pairs (a skeleton line
+#: costs 10-20 tokens; fewer pairs than this never fill the budget).
+MAP_TOKENS_PER_PAIR = 8
 #: Exact token counts cached before the cache is cleared.
 CHUNK_CACHE_MAX = 50_000
 
@@ -242,6 +243,7 @@ class ContextAssembler:
         self._graph: RefGraph | None = None
         self._skeletons: dict[tuple[str, str], FileSkeleton] = {}
         self._bytes: dict[tuple[str, str], bytes] = {}
+        self._costs: dict[tuple[str, str, int], int] = {}
         self._repo: _RepoPart | None = None
         self.recomputations = 0
 
@@ -289,7 +291,9 @@ class ContextAssembler:
         avail = max(0, int((budget - overhead - repo.tokens) * (1 - FIM_SLACK)))
         line = min(line, len(lines))
         pre_full, suf_full = full_sizes(lines, line, col, self.count)
-        s_budget = min(suf_full, max(int(avail * SUFFIX_SHARE), avail - pre_full))
+        # A cut suffix gets a fixed share, so that typing (a growing prefix) leaves it alone.
+        s_budget = suf_full if pre_full + suf_full <= avail else min(
+            suf_full, int(avail * SUFFIX_SHARE))
         split = split_fim(lines, line, col, prefix_budget=avail - s_budget,
                           suffix_budget=s_budget, counter=self.count,
                           boundaries=self._boundaries(fi))
@@ -442,8 +446,11 @@ class ContextAssembler:
             if how == "method":
                 res = resolver.resolve_name(segs[-1], path)
                 if res is not None:
-                    res = Resolution(tuple(it for it in res.items if it.kind in (
-                        "method", "trait_fn")), "method call, by name", by_name=True)
+                    methods = [it for it in res.items if it.kind in ("method", "trait_fn")]
+                    # A trait's declaration stands for all of its impls.
+                    decls = [it for it in methods if it.kind == "trait_fn"]
+                    res = Resolution(tuple(decls or methods), "method call, by name",
+                                     by_name=True)
                 add(res, "definition", score * METHOD_CALL_FACTOR, f"method .{name}() used")
                 continue
             if len(segs) > 1:
@@ -513,71 +520,71 @@ class ContextAssembler:
 
     def _repo_map(self, graph: RefGraph, path: str, chosen: list[Chunk], mentioned: set[str],
                   shown: set[tuple[str, str]], budget: int) -> list[Chunk]:
-        """File skeletons by PageRank, as many (file, name) pairs as fit (binary search)."""
+        """File skeletons by PageRank: (file, name) pairs in rank order while the estimate
+        fits (Aider binary-searches; the estimate only grows, so one pass finds the same n),
+        rendered once and counted exactly; files of least rank go if the count is over."""
         if budget <= 0 or len(graph) == 0:
             return []
         personal = personalization_for(path, [c.path for c in chosen])
-        ranked = graph.ranked_definitions(personal, mentioned, limit=max(64, budget // 4))
-        ranked = [r for r in ranked if r.path != path and (r.path, r.name) not in shown]
-        if not ranked:
-            return []
+        ranked = graph.ranked_definitions(personal, mentioned,
+                                          limit=max(64, budget // MAP_TOKENS_PER_PAIR))
         files: dict[str, FileIndex] = {}
-        for r in ranked:
-            if r.path not in files:
-                fi = self.index.file(r.path)
-                if fi is not None:
-                    files[r.path] = fi
-        ranked = [r for r in ranked if r.path in files]
-        # Estimated tokens of each pair alone, and of each file's header.
-        cost = []
-        for r in ranked:
-            sk = self._skeleton(files[r.path])
-            lines = [ln for i in sorted(sk.indices([r.name])) for ln in sk.item_lines(i)]
-            cost.append(sum(self.count.lines(lines)))
-        header = {p: 2 + self.count(f"{p}\n") for p in files}
-
-        def estimate(n: int) -> int:
-            seen: set[str] = set()
-            total = 0
-            for r, c in zip(ranked[:n], cost[:n], strict=True):
-                if r.path not in seen:
-                    seen.add(r.path)
-                    total += header[r.path]
-                total += c
-            return total
-
-        lo, hi = 0, len(ranked)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if estimate(mid) <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        n = lo
-        while n > 0:
-            chunks = self._map_chunks(ranked[:n], files)
-            total = sum(c.tokens for c in chunks)
-            if total <= budget:
-                return chunks
-            n = int(n * (1 - MAP_FIT_TOLERANCE)) if n > 20 else n - 1
-        return []
-
-    def _map_chunks(self, ranked: list, files: dict[str, FileIndex]) -> list[Chunk]:
         names: dict[str, list[str]] = {}
         score: dict[str, float] = {}
+        counted: dict[str, set[int]] = {}
+        total = 0
         for r in ranked:
+            if r.path == path or (r.path, r.name) in shown:
+                continue
+            fi = files.get(r.path) or self.index.file(r.path)
+            if fi is None:
+                continue
+            sk = self._skeleton(fi)
+            seen = counted.get(r.path)
+            add = 2 + self.count(f"{r.path}\n") if seen is None else 0
+            seen = seen if seen is not None else set()
+            new: set[int] = set()
+            for i in sk.indices([r.name]):
+                new |= {i, *sk.ancestors(i)} - seen
+            add += sum(self._node_cost(sk, i) for i in new)
+            if not new:
+                continue
+            if total + add > budget:
+                break
+            total += add
+            files[r.path] = fi
+            counted[r.path] = seen | new
             names.setdefault(r.path, []).append(r.name)
             score[r.path] = score.get(r.path, 0.0) + r.score
-        out = []
+        chunks = []
         for p in sorted(names):
             text = self._skeleton(files[p]).render(names[p]).rstrip("\n")
-            if not text:
-                continue
-            shown = ", ".join(names[p][:4]) + (" ..." if len(names[p]) > 4 else "")
-            out.append(Chunk(p, text, "repo-map", f"PageRank {score[p]:.4f}: {shown}",
-                             self.chunk_tokens(p, text), round(score[p], 6), "",
-                             files[p].content_hash))
-        return out
+            if text:
+                shown_names = ", ".join(names[p][:4]) + (" ..." if len(names[p]) > 4 else "")
+                chunks.append(Chunk(p, text, "repo-map",
+                                    f"PageRank {score[p]:.4f}: {shown_names}",
+                                    self.chunk_tokens(p, text), round(score[p], 6), "",
+                                    files[p].content_hash))
+        over = sum(c.tokens for c in chunks) - budget
+        if over > 0:
+            drop = set()
+            for c in sorted(chunks, key=lambda c: (c.score, c.path)):
+                if over <= 0:
+                    break
+                drop.add(c.path)
+                over -= c.tokens
+            chunks = [c for c in chunks if c.path not in drop]
+        return chunks
+
+    def _node_cost(self, sk: FileSkeleton, i: int) -> int:
+        """Estimated tokens one skeleton node adds (its lines; a container's header lines)."""
+        key = (sk.path, sk.content_hash, i)
+        n = self._costs.get(key)
+        if n is None:
+            if len(self._costs) > CHUNK_CACHE_MAX * 4:
+                self._costs.clear()
+            n = self._costs[key] = sum(self.count.lines(sk.own_lines(i)))
+        return n
 
 
 def assemble_context(

@@ -81,6 +81,23 @@ class FileSkeleton:
         """The lines one item contributes alone (its container headers not included)."""
         return self._render_node(i, set(), {i}, standalone=True)
 
+    def ancestors(self, i: int) -> list[int]:
+        """Indices of the containers around node `i`, innermost first."""
+        out = []
+        p = self.nodes[i].parent
+        while p >= 0:
+            out.append(p)
+            p = self.nodes[p].parent
+        return out
+
+    def own_lines(self, i: int) -> list[str]:
+        """The lines node `i` adds to a skeleton: a container's header and closing lines, or
+        an item with the members that come along with it (fields, variants, trait items)."""
+        it = self.nodes[i].item
+        if it.kind in _WHOLE:
+            return self._render_node(i, {i}, {i})
+        return self._render_node(i, set(), {i})
+
     def render(self, names: Collection[str]) -> str:
         """Skeleton of the items called `names`, in source order."""
         return self.render_indices(self.indices(names))

@@ -235,7 +235,8 @@ def _walk(root: str, prefix: str, options: ScanOptions, result: Discovery, *,
                 else:
                     result.files.append(SourceFile(
                         path=key, abspath=e.path, read_only=read_only, size=est.st_size,
-                        mtime_ns=est.st_mtime_ns, crate=crate_hint))
+                        mtime_ns=est.st_mtime_ns, crate=crate_hint,
+                        module=module_for_path(erel)))
         stack.extend(reversed(subdirs))
 
 
@@ -255,6 +256,8 @@ def _load_toml(path: str) -> dict:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         log.warning("cannot read %s: %s", path, exc)
         return {}
@@ -283,13 +286,14 @@ def _assign_crates(result: Discovery) -> None:
     roots = {t for c in crates for t in c.targets}
     out = []
     for f in result.files:
-        crate = next((c for c in crates if f.path.startswith(c.key_prefix)), None)
-        if f.path.startswith(STD_STUB_KEY):
-            out.append(f)
+        crate = next((c for c in crates if f.path.startswith(c.key_prefix)
+                      and (c.key_prefix or not f.path.startswith("<"))), None)
+        if crate is None or f.path.startswith(STD_STUB_KEY):
+            out.append(f)           # no Cargo.toml above: module from the walked root
             continue
-        rel = f.path[len(crate.key_prefix):] if crate else f.path.split(">/", 1)[-1]
+        rel = f.path[len(crate.key_prefix):]
         module = "crate" if f.path in roots else module_for_path(rel)
-        out.append(replace(f, crate=crate.name if crate else f.crate, module=module))
+        out.append(replace(f, crate=crate.name, module=module))
     result.files = out
 
 
@@ -348,7 +352,8 @@ def resolve_path_modules(files: Iterable[FileIndex]) -> dict[str, str]:
     Follows `mod x;` from every file whose module is `crate` (a crate root): `x.rs` /
     `x/mod.rs` beside a mod-rs file (lib.rs, main.rs, mod.rs, or one loaded by `#[path]`),
     in the file's own folder otherwise, and `#[path = "..."]` relative to the declaring
-    file's folder. Returns only the files whose module differs from the path-implied one.
+    file's folder. `FileIndex.module` and its mods' modules are taken as parsed. Returns
+    the module of every file reached (crate roots excluded); others keep their own.
     """
     by_path = {fi.path: fi for fi in files}
     out: dict[str, str] = {}
@@ -364,10 +369,10 @@ def resolve_path_modules(files: Iterable[FileIndex]) -> dict[str, str]:
         for decl in fi.mods:
             if decl.inline:
                 continue
-            inner = decl.module[len(fi.module):].strip(":").split("::") if decl.module != \
-                fi.module else []
-            # File module -> declaring module relative to it (inline mods add folders).
-            child_module = _child_module(module, fi.module, decl.module, decl.name)
+            # Inline modules between the file and the declaration add folders.
+            suffix = decl.module[len(fi.module):] if decl.module.startswith(fi.module) else ""
+            inner = [s for s in suffix.split("::") if s]
+            child_module = f"{module}{suffix}::{decl.name}"
             if decl.path_attr is not None:
                 base = posixpath.join(folder, *inner) if inner else folder
                 targets = [posixpath.normpath(posixpath.join(base, decl.path_attr))]
@@ -381,17 +386,9 @@ def resolve_path_modules(files: Iterable[FileIndex]) -> dict[str, str]:
             if target is None or target in seen:
                 continue
             seen.add(target)
-            if by_path[target].module != child_module:
-                out[target] = child_module
+            out[target] = child_module
             queue.append((target, child_module, child_mod_rs))
     return out
-
-
-def _child_module(file_module: str, parsed_module: str, decl_module: str, name: str) -> str:
-    """Module of `mod name;` declared in `decl_module` of a file parsed as `parsed_module`
-    whose real module is `file_module`."""
-    suffix = decl_module[len(parsed_module):] if decl_module.startswith(parsed_module) else ""
-    return f"{file_module}{suffix}::{name}"
 
 
 def relocate(fi: FileIndex, module: str) -> FileIndex:

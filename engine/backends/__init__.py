@@ -102,7 +102,8 @@ class Generation:
     """The result of one request.
 
     `tokens` are the generated ids (a stop token is not included; the token that completed
-    a stop string is), `text` their decoded text cut before any stop string.
+    a stop string is), `text` their decoded text (control tokens show no text) cut before
+    any stop string.
     `evaluated_prompt_tokens` counts the prompt tokens the backend actually ran this call:
     `prompt_tokens - evaluated_prompt_tokens` of them came from its KV cache.
     `timings` holds seconds: `prefill_s`, `decode_s`, `total_s`.

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from engine.backends import Generation, GenerationRequest, common_prefix_len
-from engine.generate import Interrupted, generate, interruption
+from engine.generate import Interrupted, generate, interruption, visible_bytes
 from engine.gguf_io import LoadedModel, ModelInfo, load_gguf
 from engine.model import Transformer
 
@@ -59,8 +59,9 @@ class TorchBackend:
     # -- Backend -------------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> Generation:
         with self._lock, torch.inference_mode():
-            return generate(request, self, token_bytes=self.info.tokenizer.token_bytes,
-                            eog_ids=self.info.tokenizer.eog_ids)
+            tok = self.info.tokenizer
+            return generate(request, self, eog_ids=tok.eog_ids,
+                            token_bytes=visible_bytes(tok.token_bytes, tok.special_ids.values()))
 
     def next_token_logits(self, tokens: Sequence[int]) -> np.ndarray:
         with self._lock, torch.inference_mode():

@@ -10,7 +10,8 @@ Everything lives under `.cache/corpus/` in the repository root (ignored by git):
 `debs/` (downloaded packages), `unpacked/<package>_<version>/` (dpkg -x, with a `.done`
 marker), `filtered/files/<crate>/<version>/<path>.rs` plus `filtered/manifest.jsonl`,
 `split/{train,val,test}.txt` (one filtered file path per line, relative to
-`filtered/files/`) and `tokenizer-<vocab>.json`. Each stage skips work that is already done; `--force` redoes it.
+`filtered/files/`) and `tokenizer-<vocab>.json`. Each stage skips work that is already
+done; `--force` redoes it.
 The pinned list (`engine/data/debian_crates.txt`) holds one `package version sha256`
 per line; a pinned version apt can no longer find is reported as drift.
 """
@@ -348,7 +349,8 @@ def split_corpus(cache: Path = CACHE_DIR, force: bool = False) -> dict[str, Path
         paths[s].write_text("".join(r.path + "\n" for r in recs))
         crates = sorted({r.crate for r in recs})
         (out / f"{s}_crates.txt").write_text("".join(c + "\n" for c in crates))
-        summary[s] = f"{len(crates)} crates, {len(recs)} files, {sum(r.bytes for r in recs) / 1e6:.2f} MB"
+        mb = sum(r.bytes for r in recs) / 1e6
+        summary[s] = f"{len(crates)} crates, {len(recs)} files, {mb:.2f} MB"
     print("split: " + "; ".join(f"{s}: {v}" for s, v in summary.items()), file=sys.stderr)
     return paths
 

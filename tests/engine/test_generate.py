@@ -24,7 +24,14 @@ from engine.backends import (
     common_prefix_len,
     resolve_backend_name,
 )
-from engine.generate import Interrupted, TextStream, generate, logits_to_probs, sample
+from engine.generate import (
+    Interrupted,
+    TextStream,
+    generate,
+    logits_to_probs,
+    sample,
+    visible_bytes,
+)
 
 VOCAB = 8
 # Token id -> bytes: ids 0..5 are letters, 6 and 7 are the two halves of "é" (C3 A9).
@@ -124,6 +131,13 @@ def test_stop_string_across_tokens_cuts_text():
     assert not s.add(0) and not s.add(3)
     assert s.add(4)
     assert s.text == "a" and s.stopped
+
+
+def test_control_tokens_show_no_text():
+    s = TextStream(visible_bytes(TOKEN_BYTES.__getitem__, [5]))
+    for t in (0, 5, 1):
+        s.add(t)
+    assert s.text == "ab"
 
 
 # -- the loop ----------------------------------------------------------------------------

@@ -77,6 +77,8 @@ async def test_completions_status_and_settings(tmp_path: Path, tiny_model: Path)
         assert st["settings"]["completion"]["debounceMs"] == 0
         assert st["settings"]["completion"]["maxTokens"] == 8
 
+        await check_code_actions(client, ws)
+
         reindexed = await client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="hybridLsp.reindex"))
         assert reindexed["indexFiles"] >= 2
@@ -131,3 +133,50 @@ async def test_engine_crash_restarts_and_server_survives(tmp_path: Path, tiny_mo
         assert isinstance(res, types.CompletionList)
         st = await wait_ready(client, 60)
         assert st["engineState"] == "ready" and st["engineRestarts"] >= 1
+
+
+ACTIONS_FILE = """use std::fmt;
+use crate::shapes::Shape;
+struct P;
+impl fmt::Display for P {
+}
+fn kind(s: &Shape) -> u8 {
+    match s {
+        Shape::Square(_) => 1,
+    }
+}
+fn later() -> u8 {
+    todo!()
+}
+"""
+
+
+async def check_code_actions(client, ws: Path) -> None:
+    """Every action resolves lazily to an edit that adds no parse errors."""
+    from hybrid_lsp.postprocess import error_count
+
+    uri = (ws / "src" / "extra.rs").as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="rust", version=1,
+                                             text=ACTIONS_FILE)))
+    expected = {"impl fmt::Display": "fn fmt(", "match s": "Shape::Circle(..) => todo!(),",
+                "todo!()": ""}
+    for needle, must in expected.items():
+        pos = line_col(ACTIONS_FILE, needle)
+        found = await client.text_document_code_action_async(types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            range=types.Range(start=pos, end=pos), context=types.CodeActionContext(diagnostics=[])))
+        assert found and all(a.edit is None for a in found)  # edits come in resolve
+        action = found[0]
+        resolved = await client.code_action_resolve_async(action)
+        assert resolved.edit is not None, resolved
+        (edit,) = resolved.edit.changes[uri]
+        assert must in edit.new_text
+        lines = ACTIONS_FILE.split("\n")
+        start = sum(len(ln) + 1 for ln in lines[:edit.range.start.line])
+        start += edit.range.start.character
+        end = sum(len(ln) + 1 for ln in lines[:edit.range.end.line]) + edit.range.end.character
+        after = ACTIONS_FILE[:start] + edit.new_text + ACTIONS_FILE[end:]
+        assert error_count(after) <= error_count(ACTIONS_FILE)
+        if needle == "todo!()":
+            assert "todo!()" not in edit.new_text or "did not parse" in resolved.title

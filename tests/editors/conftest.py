@@ -1,0 +1,105 @@
+"""Shared set-up of the editor-client tests: the server command, a model, the fixture crate.
+
+The clients start the server as the user's configuration does (`hybrid-lsp serve`), on the
+fixture crate in `fixtures/crate`, with the llama.cpp backend when it is installed and
+the demo model when it exists (else a tiny random-weights model built once per session).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EDITORS = ROOT / "editors"
+FIXTURE = Path(__file__).parent / "fixtures" / "crate"
+DEMO_MODEL = ROOT / "engine" / "models" / "demo.gguf"
+#: The line of the fixture's lib.rs where the clients ask for a completion (at its end).
+CURSOR_NEEDLE = "let sq = "
+
+
+def tool_or_skip(name: str) -> str:
+    """The path of `name`; skip without it, except in CI (CI=true), where that fails."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is required in CI (CI=true) but is not on PATH")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def cli_has_serve() -> bool:
+    """Whether `hybrid-lsp` (hybrid_lsp.cli) has the `serve` subcommand."""
+    from hybrid_lsp.cli import build_parser
+
+    parser = build_parser()
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return any("serve" in a.choices for a in subs)
+
+
+def server_executable(tmp: Path) -> Path:
+    """An executable that the clients start as `<it> serve`, like the installed `hybrid-lsp`.
+
+    The installed entry point when there is one; otherwise a small script running this
+    checkout's CLI with the test's Python. While the CLI has no `serve` subcommand yet, the
+    script runs `hybrid_lsp.serve_cmd` (the same server) instead.
+    """
+    installed = shutil.which("hybrid-lsp") or shutil.which("hybrid-lsp", path=str(
+        Path(sys.executable).parent))
+    if installed and cli_has_serve():
+        return Path(installed)
+    target = "hybrid_lsp" if cli_has_serve() else "hybrid_lsp.serve_cmd"
+    drop = "" if cli_has_serve() else '[ "$1" = serve ] && shift\n'
+    script = tmp / "hybrid-lsp"
+    script.write_text(f"#!/bin/sh\n{drop}PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} "
+                      f"exec {sys.executable} -m {target} \"$@\"\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return script
+
+
+def copy_fixture(tmp: Path) -> Path:
+    """A fresh copy of the fixture crate (the server may write caches next to it)."""
+    ws = tmp / "crate"
+    shutil.copytree(FIXTURE, ws)
+    return ws
+
+
+def cursor_position(text: str) -> tuple[int, int]:
+    """(line, UTF-16 character) at the end of the line holding CURSOR_NEEDLE (0-based)."""
+    for number, line in enumerate(text.split("\n")):
+        if line.endswith(CURSOR_NEEDLE):
+            return number, len(line.encode("utf-16-le")) // 2
+    raise AssertionError(f"expected a line ending in {CURSOR_NEEDLE!r} in the fixture")
+
+
+def server_env(tmp: Path) -> dict[str, str]:
+    """The environment of a client (and so of the server it starts)."""
+    env = dict(os.environ)
+    env["HYBRID_LSP_LOG_DIR"] = str(tmp / "logs")
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"]
+                                     if env.get("PYTHONPATH") else "")
+    return env
+
+
+@pytest.fixture(scope="session")
+def editor_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bool]:
+    """(model file, whether it is the demo model): the demo model, else a tiny random one."""
+    if DEMO_MODEL.is_file():
+        return DEMO_MODEL, True
+    from tests.hybrid_lsp.conftest import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("editor-model") / "tiny.gguf"), False
+
+
+@pytest.fixture(scope="session")
+def editor_backend() -> str:
+    """llama (llama.cpp) when installed, as in CI; else torch on the CPU."""
+    from tests.hybrid_lsp.conftest import test_backend
+
+    return test_backend()

@@ -1,0 +1,46 @@
+"""`hybrid-lsp context FILE:LINE:COL`: prompt and breakdown, JSON, bad locations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from hybrid_lsp import context_cmd
+
+FIXTURE = Path(__file__).resolve().parents[1] / "indexer" / "fixtures" / "ctx_geo"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser()
+    context_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["context", *argv, "--model", "/nonexistent.gguf"])
+    rc = args.func(args)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_json_breakdown(capsys) -> None:
+    loc = f"{FIXTURE / 'src' / 'render.rs'}:26:13"
+    rc, out, _ = run(capsys, loc, "--budget", "2048", "--json")
+    assert rc == 0
+    data = json.loads(out)
+    assert data["path"] == "src/render.rs" and data["total_tokens"] <= 2048
+    assert data["enclosing"] == "method describe (in Canvas)"
+    assert data["chunks"][-1]["name"] == "Shape" and data["chunks"][-1]["kind"] == "enum"
+    assert data["prompt"].endswith("<|fim_middle|>")
+    assert "estimate" in data["token_counting"]
+
+
+def test_text_output_lists_every_chunk(capsys) -> None:
+    rc, out, _ = run(capsys, f"{FIXTURE / 'src' / 'shapes' / 'circle.rs'}:15:9")
+    assert rc == 0
+    assert "trait of impl Area for Circle" in out and "<|repo_name|>" in out
+
+
+@pytest.mark.parametrize("loc", ["nofile.rs:1:1", "x.rs:0:1", "x.rs", "x.rs:a:b"])
+def test_bad_locations(capsys, loc: str) -> None:
+    rc, _, err = run(capsys, loc)
+    assert rc == 2 and "hybrid-lsp context" in err

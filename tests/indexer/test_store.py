@@ -1,0 +1,248 @@
+"""The SQLite index: persistence, warm start, incremental updates, atomicity, corruption."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from indexer import store as store_mod
+from indexer.store import SCHEMA_VERSION, Index, default_db_path
+from indexer.workspace import ScanOptions
+
+FIX = Path(__file__).parent / "fixtures"
+OPTS = ScanOptions(include_deps=False)        # std stub included: it is part of a real index
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    shutil.copytree(FIX / "wordcount", tmp_path / "ws")
+    return tmp_path / "ws"
+
+
+def open_index(ws: Path, tmp_path: Path, **kw) -> Index:
+    return Index([ws], options=OPTS, cache_dir=str(tmp_path / "cache"), workers=0, **kw)
+
+
+def names(index: Index, name: str) -> list[tuple[str, str, str]]:
+    return [(it.kind, it.path, it.module) for it in index.items_named(name)]
+
+
+def test_cold_index_view_and_path_modules(ws: Path, tmp_path: Path) -> None:
+    with open_index(ws, tmp_path) as index:
+        assert index.generation == 0 and index.files() == []
+        st = index.reconcile()
+        assert (st.parsed, st.unchanged, st.removed) == (6, 0, 0)
+        assert index.files() == ["<std-stub>/lib.rs", "src/count.rs", "src/lib.rs",
+                                 "src/text/lexer.rs", "src/text/mod.rs",
+                                 "src/weird/other_name.rs"]
+        assert index.generation > 0
+        assert names(index, "WordCount") == [
+            ("struct", "src/count.rs", "crate::count"), ("impl", "src/count.rs", "crate::count"),
+            ("impl", "src/count.rs", "crate::count"), ("impl", "src/count.rs", "crate::count")]
+        # #[path = "weird/other_name.rs"] mod renamed; -> the file's items move module.
+        assert names(index, "renamed_fn") == [("fn", "src/weird/other_name.rs",
+                                               "crate::renamed")]
+        assert index.file("src/weird/other_name.rs").module == "crate::renamed"
+        assert ("trait", "<std-stub>/lib.rs", "crate::fmt") in names(index, "Display")
+        assert index.file("<std-stub>/lib.rs").read_only
+        assert index.text("src/count.rs") == (ws / "src/count.rs").read_text()
+        assert index.file("nope.rs") is None and index.text("nope.rs") is None
+        files, items, size = index.totals()
+        assert files == 6 and items == st.items and size == st.bytes
+        assert index.key_for(ws / "src" / "lib.rs") == "src/lib.rs"
+        assert index.key_for("/elsewhere/x.rs") is None
+
+
+def test_warm_start_reparses_only_changed(ws: Path, tmp_path: Path, monkeypatch) -> None:
+    with open_index(ws, tmp_path) as index:
+        index.reconcile()
+        gen = index.generation
+    parsed: list[str] = []
+    real = store_mod.parse_many
+
+    def spy(jobs, **kw):
+        parsed.extend(j.path for j in jobs)
+        return real(jobs, **kw)
+
+    monkeypatch.setattr(store_mod, "parse_many", spy)
+    with open_index(ws, tmp_path) as index:
+        assert index.generation == gen                     # persisted
+        st = index.reconcile()
+        assert (st.parsed, st.unchanged, parsed) == (0, 6, [])
+        assert index.generation == gen                     # nothing changed, same generation
+        # Same bytes, new mtime: hashed, not parsed.
+        p = ws / "src" / "count.rs"
+        os.utime(p, ns=(1, 1))
+        st = index.reconcile()
+        assert (st.parsed, parsed) == (0, [])
+        # New content in one file; one new file; one deleted file.
+        p.write_text(p.read_text().replace("pub fn get(", "pub fn lookup("))
+        (ws / "src" / "extra.rs").write_text("pub struct Extra;\n")
+        (ws / "src" / "text" / "lexer.rs").unlink()
+        st = index.reconcile()
+        assert sorted(parsed) == ["src/count.rs", "src/extra.rs"]
+        assert (st.parsed, st.removed) == (2, 1)
+        assert names(index, "get") == []
+        assert names(index, "lookup") == [("method", "src/count.rs", "crate::count")]
+        assert names(index, "Lexer") == []
+        assert "src/text/lexer.rs" not in index.files()
+        assert index.generation > gen
+
+
+def test_editor_buffer_wins_until_dropped(ws: Path, tmp_path: Path) -> None:
+    with open_index(ws, tmp_path) as index:
+        index.reconcile()
+        g0 = index.generation
+        fi = index.update_text("src/count.rs", "pub struct Unsaved;\n")
+        assert [it.name for it in fi.items] == ["Unsaved"]
+        assert index.generation == g0 + 1
+        assert index.text("src/count.rs") == "pub struct Unsaved;\n"
+        assert names(index, "Unsaved") == [("struct", "src/count.rs", "crate::count")]
+        assert names(index, "WordCount") == []
+        # The same text again is no change (prefix caching relies on a stable generation).
+        index.update_text("src/count.rs", "pub struct Unsaved;\n")
+        assert index.generation == g0 + 1
+        # A scan leaves the buffer alone even when the disk changes.
+        (ws / "src" / "count.rs").write_text("pub struct OnDisk;\n")
+        index.reconcile()
+        assert names(index, "Unsaved") != [] and names(index, "OnDisk") == []
+        index.drop_buffer("src/count.rs")
+        assert names(index, "OnDisk") == [("struct", "src/count.rs", "crate::count")]
+        assert names(index, "Unsaved") == []
+        # A buffer for a file not on disk yet (new, unsaved).
+        fi = index.update_text("src/text/fresh.rs", "pub fn fresh() {}\n")
+        assert fi.module == "crate::text::fresh" and fi.crate == "wordcount"
+        index.remove("src/text/fresh.rs")
+        assert names(index, "fresh") == []
+
+
+def test_buffers_do_not_survive_a_restart(ws: Path, tmp_path: Path) -> None:
+    with open_index(ws, tmp_path) as index:
+        index.reconcile()
+        index.update_text("src/count.rs", "pub struct Unsaved;\n")
+    with open_index(ws, tmp_path) as index:
+        st = index.reconcile()
+        assert st.parsed == 1
+        assert names(index, "Unsaved") == [] and len(names(index, "WordCount")) == 4
+
+
+def test_update_is_atomic_per_file(ws: Path, tmp_path: Path, monkeypatch) -> None:
+    with open_index(ws, tmp_path) as index:
+        index.reconcile()
+        before = index.file("src/count.rs")
+        g0 = index.generation
+        real = Index._write
+
+        def half_write(self, p, **kw):
+            real(self, p, **kw)          # rows of the new version are written ...
+            raise OSError("disk gone")   # ... then the transaction fails
+
+        monkeypatch.setattr(Index, "_write", half_write)
+        with pytest.raises(OSError):
+            index.update_text("src/count.rs", "pub struct Half;\n")
+        monkeypatch.undo()
+        assert index.generation == g0
+        assert index.file("src/count.rs") == before
+        assert names(index, "Half") == []
+        assert len(names(index, "WordCount")) == 4
+        assert index.text("src/count.rs") == (ws / "src/count.rs").read_text()
+
+
+def test_refresh_single_files(ws: Path, tmp_path: Path) -> None:
+    with open_index(ws, tmp_path) as index:
+        index.reconcile()
+        (ws / "src" / "lib.rs").write_text("pub fn only() {}\n")
+        (ws / "src" / "new.rs").write_text("pub fn newer() {}\n")
+        (ws / "src" / "count.rs").unlink()
+        assert index.refresh(["src/lib.rs", "src/new.rs", "src/count.rs"]) == 3
+        assert names(index, "only") == [("fn", "src/lib.rs", "crate")]
+        assert names(index, "newer") == [("fn", "src/new.rs", "crate::new")]
+        assert names(index, "WordCount") == []
+        assert index.refresh(["src/lib.rs"]) == 0
+
+
+def test_corrupt_database_is_rebuilt(ws: Path, tmp_path: Path) -> None:
+    with open_index(ws, tmp_path) as index:
+        index.reconcile()
+        db = Path(index.db_path)
+    db.write_bytes(b"this is not a database" * 100)
+    with open_index(ws, tmp_path) as index:
+        assert index.rebuilt_reason and index.persistent
+        assert index.files() == []
+        st = index.reconcile()
+        assert st.parsed == 6 and len(names(index, "WordCount")) == 4
+    assert list(db.parent.glob(db.name + ".bad-*"))     # the bad copy is kept aside
+
+
+def test_damaged_pages_are_rebuilt(ws: Path, tmp_path: Path) -> None:
+    with open_index(ws, tmp_path) as index:
+        index.reconcile()
+        db = Path(index.db_path)
+    data = bytearray(db.read_bytes())
+    assert len(data) > 8192
+    for i in range(4096, len(data), 512):     # corruptC-style damage after the header page
+        data[i:i + 16] = b"\xff" * 16
+    db.write_bytes(bytes(data))
+    with open_index(ws, tmp_path) as index:
+        index.reconcile()
+        assert len(names(index, "WordCount")) == 4
+
+
+def test_old_schema_is_rebuilt(ws: Path, tmp_path: Path) -> None:
+    db = default_db_path([ws], str(tmp_path / "cache"))
+    Path(db).parent.mkdir(parents=True)
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE files(path TEXT)")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 99}")
+    with open_index(ws, tmp_path) as index:
+        assert "schema version" in index.rebuilt_reason
+        assert index.reconcile().parsed == 6
+
+
+def test_unusable_cache_folder_falls_back_to_memory(ws: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    with open_index(ws, tmp_path) as index:
+        assert not index.persistent
+        assert index.reconcile().parsed == 6
+        assert len(names(index, "WordCount")) == 4
+
+
+def test_permissions_and_secrets(ws: Path, tmp_path: Path) -> None:
+    canary = "CANARY-7f3a9c"
+    (ws / ".env").write_text(f"API_KEY={canary}\n")
+    (ws / ".env.local").write_text(f"API_KEY={canary}\n")
+    (ws / ".gitignore").write_text("src/secret.rs\n")
+    (ws / "src" / "secret.rs").write_text(f'const KEY: &str = "{canary}";\n')
+    with open_index(ws, tmp_path) as index:
+        st = index.reconcile()
+        assert ("src/secret.rs", "gitignored") in [(s.path, s.reason) for s in st.skipped]
+        db = Path(index.db_path)
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+    for f in db.parent.iterdir():
+        assert canary.encode() not in f.read_bytes(), f
+
+
+def test_token_counts_persist(ws: Path, tmp_path: Path) -> None:
+    with open_index(ws, tmp_path) as index:
+        assert index.get_token_count("abc#0", "demo") is None
+        index.put_token_count("abc#0", "demo", 17)
+        index.put_token_count("abc#0", "other", 19)
+        assert index.get_token_count("abc#0", "demo") == 17
+    with open_index(ws, tmp_path) as index:
+        assert index.get_token_count("abc#0", "demo") == 17
+        assert index.get_token_count("abc#0", "other") == 19
+
+
+def test_one_database_per_workspace(tmp_path: Path) -> None:
+    a = default_db_path(["/x/a"], str(tmp_path))
+    assert a == default_db_path(["/x/a/"], str(tmp_path))
+    assert a != default_db_path(["/x/b"], str(tmp_path))
+    assert default_db_path(["/x/a", "/x/b"], str(tmp_path)) == \
+        default_db_path(["/x/b", "/x/a"], str(tmp_path))
