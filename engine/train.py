@@ -56,7 +56,8 @@ class TrainConfig:
     grad_accum: int = 1                # micro-batches per optimizer step
     max_steps: int = 2000              # length of the schedule
     stop_step: int = 0                 # stop early (checkpoint kept) after this step; 0 = off
-    max_minutes: float = 0.0           # stop early after this much training time; 0 = off
+    max_minutes: float = 0.0           # training-time budget: the schedule ends at max_steps
+    #                                    or after this many minutes, whichever comes first
     lr: float = 3e-3
     min_lr: float = 3e-4               # cosine floor
     warmup_steps: int = 100
@@ -68,6 +69,8 @@ class TrainConfig:
     eval_interval: int = 250           # steps between validations (and at the end)
     eval_tokens: int = 65536           # validation tokens (whole val documents, no FIM)
     test_eval: bool = False            # at the end: bits/byte on whole test-split files + xz
+    test_max_bytes: int = 0            # score a seeded sample of test files up to this many
+    #                                    bytes (every crate represented); 0 = all of them
     ckpt_interval: int = 250           # steps between checkpoints (and at the end / stop)
     log_interval: int = 10
     out_dir: str = "runs/demo"
@@ -81,7 +84,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"               # auto | cpu | cuda
     threads: int = 2                   # torch CPU threads
-    bf16: bool = True                  # autocast to bfloat16 on CUDA (ignored on the CPU)
+    bf16: bool = True                  # autocast matmuls to bfloat16 (CPU: avx512_bf16/AMX)
 
 
 class ConfigOverrideError(ValueError):
@@ -235,11 +238,19 @@ def validation_rows(tok: Tokenizer, docs: Sequence[Document], seq_len: int,
 
 # -- model and optimisation ----------------------------------------------------------------
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to lr over warmup_steps, then cosine to min_lr at max_steps."""
+def lr_at(step: int, cfg: TrainConfig, train_seconds: float = 0.0) -> float:
+    """Linear warm-up to lr over warmup_steps, then cosine to min_lr at the end of the run.
+
+    The end is max_steps, or the max_minutes budget of training time when that comes
+    first (then the schedule depends on the machine's speed and a rerun is not bitwise
+    identical).
+    """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    if cfg.max_minutes > 0:
+        progress = max(progress, train_seconds / (60 * cfg.max_minutes))
+    progress = min(1.0, progress)
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
@@ -254,7 +265,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool) -> tor
 
 
 def _autocast(device: torch.device, cfg: TrainConfig):
-    enabled = device.type == "cuda" and cfg.bf16
+    enabled = cfg.bf16 and device.type in ("cuda", "cpu")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -317,6 +328,29 @@ def score_documents(model: Transformer, tok: Tokenizer, docs: Sequence[Document]
     model.train()
     return {"bpb": nats / nbytes / math.log(2), "tokens": ntok, "bytes": nbytes,
             "bytes_per_token": nbytes / max(ntok, 1)}
+
+
+def sample_documents(docs: Sequence[Document], max_bytes: int, seed: int) -> list[Document]:
+    """A seeded sample of whole documents of at most `max_bytes` bytes, taken round-robin
+    over repositories so that each is represented; all of them when max_bytes is 0."""
+    if max_bytes <= 0:
+        return list(docs)
+    by_repo: dict[str, list[Document]] = {}
+    for d in sorted(docs, key=lambda d: (d.repo, d.path)):
+        by_repo.setdefault(d.repo, []).append(d)
+    rng = random.Random(seed)
+    for v in by_repo.values():
+        rng.shuffle(v)
+    out, total = [], 0
+    while any(by_repo.values()):
+        for repo in sorted(by_repo):
+            if by_repo[repo]:
+                d = by_repo[repo].pop()
+                n = len(d.text.encode())
+                if total + n <= max_bytes:
+                    out.append(d)
+                    total += n
+    return sorted(out, key=lambda d: (d.repo, d.path))
 
 
 def xz_bits_per_byte(docs: Sequence[Document]) -> dict[str, float]:
@@ -394,7 +428,7 @@ def train(cfg: TrainConfig, *, tokenizer: Tokenizer | None = None,
     val_rows = validation_rows(tok, val_docs, cfg.seq_len, cfg.eval_tokens)
     nbytes = byte_lengths(tok)
 
-    step, tokens_seen, train_seconds = 0, 0, 0.0
+    step, tokens_seen, train_seconds, finished = 0, 0, 0.0, False
     best_val = float("inf")
     ckpt_path = out_dir / "ckpt.pt"
     if cfg.resume and ckpt_path.exists():
@@ -406,6 +440,7 @@ def train(cfg: TrainConfig, *, tokenizer: Tokenizer | None = None,
         stream.load_state(ck["data"])
         step, tokens_seen = ck["step"], ck["tokens_seen"]
         train_seconds, best_val = ck["train_seconds"], ck["best_val"]
+        finished = ck["finished"]
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     n_params = model.num_params()
@@ -417,15 +452,15 @@ def train(cfg: TrainConfig, *, tokenizer: Tokenizer | None = None,
         save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
                         model_args=args.to_dict(), config=asdict(cfg), data=stream.state(),
                         step=step, tokens_seen=tokens_seen, train_seconds=train_seconds,
-                        best_val=best_val)
+                        best_val=best_val, finished=finished)
 
     losses: dict[int, float] = {}
     val: dict[str, float] = {}
     model.train()
     t_log, tok_log = time.perf_counter(), 0
-    while step < cfg.max_steps:
+    while step < cfg.max_steps and not finished:
         t0 = time.perf_counter()
-        lr = lr_at(step, cfg)
+        lr = lr_at(step, cfg, train_seconds)
         for g in opt.param_groups:
             g["lr"] = lr
         loss_sum = 0.0
@@ -451,14 +486,15 @@ def train(cfg: TrainConfig, *, tokenizer: Tokenizer | None = None,
                   "tok_per_s": tok_log / (now - t_log), "tokens": tokens_seen,
                   "minutes": train_seconds / 60}, out_dir)
             t_log, tok_log = now, 0
-        stopping = (cfg.stop_step and step >= cfg.stop_step) or \
-            (cfg.max_minutes and train_seconds >= 60 * cfg.max_minutes)
+        out_of_time = cfg.max_minutes > 0 and train_seconds >= 60 * cfg.max_minutes
+        stopping = bool(cfg.stop_step and step >= cfg.stop_step) or out_of_time
         if step % cfg.eval_interval == 0 or step == cfg.max_steps or stopping:
             val = evaluate(model, val_rows, nbytes, cfg, device)
             best_val = min(best_val, val["loss"])
             _log({"step": step, "val_loss": val["loss"], "val_bpb": val["bpb"]}, out_dir)
             t_log = time.perf_counter()
-        if step % cfg.ckpt_interval == 0 or step == cfg.max_steps or stopping:
+        finished = step >= cfg.max_steps or out_of_time
+        if step % cfg.ckpt_interval == 0 or finished or stopping:
             checkpoint()
         if stopping:
             break
@@ -471,6 +507,7 @@ def train(cfg: TrainConfig, *, tokenizer: Tokenizer | None = None,
     summary.update(val_loss=val["loss"], val_bpb=val["bpb"])
     if cfg.test_eval:
         test_docs = test_docs if test_docs is not None else load_split(corpus, "test")
+        test_docs = sample_documents(test_docs, cfg.test_max_bytes, cfg.seed)
         t0 = time.perf_counter()
         summary["test"] = score_documents(model, tok, test_docs, cfg.seq_len, device, cfg)
         summary["test"].update(xz_bits_per_byte(test_docs), files=len(test_docs),

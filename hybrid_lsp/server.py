@@ -17,6 +17,9 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
+import os
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +91,10 @@ class HybridLanguageServer(LanguageServer):
         self._warm_task: asyncio.Task | None = None
         self._warmed: str = ""
         self._tasks: set[asyncio.Task] = set()
+        self.index = None          # indexer.store.Index once built
+        self.assembler = None      # indexer.context.ContextAssembler over it
+        self.index_stats = None
+        self._ctx_lock = threading.Lock()
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Errors outside requests go to the (rate-limited) log, never to popups."""
@@ -125,6 +132,7 @@ class HybridLanguageServer(LanguageServer):
 
             info = await asyncio.to_thread(read_model_info, config.model_path)
             self.prompts, self.model_name = PromptBuilder(info.tokenizer), info.name
+            self._make_assembler()
         except Exception as e:  # an unusable model file: say so once, keep serving
             log.error("model %s cannot be used: %s", config.model_path, " ".join(str(e).split()))
             self.window_show_message(types.ShowMessageParams(
@@ -171,7 +179,13 @@ class HybridLanguageServer(LanguageServer):
                               budget_chars=int(budget * CONTEXT_SHARE * 3))
 
     def _request(self, uri: str, text: str, offset: int) -> FimRequest:
+        """The FIM request: context from the index when it has the file, else open files."""
         path = to_fs_path(uri) or uri
+        if self.assembler is not None and self.prompts is not None:
+            try:
+                return self._indexed_request(path, text, offset)
+            except Exception:  # the index is an optimisation: fall back to open files
+                log.exception("context from the index failed")
         shown = Path(path).name
         if self.root is not None:
             with contextlib.suppress(ValueError):
@@ -179,6 +193,70 @@ class HybridLanguageServer(LanguageServer):
         repo = self.root.name if self.root is not None else ""
         return FimRequest(path=shown, prefix=text[:offset], suffix=text[offset:],
                           repo_name=repo, context=self._context(path))
+
+    def _indexed_request(self, path: str, text: str, offset: int) -> FimRequest:
+        from engine.prompt import ContextFile
+
+        key = self.index.key_for(path)
+        if key is None:
+            raise ValueError("file not in the index")
+        line = text.count("\n", 0, offset)
+        col = offset - (text.rfind("\n", 0, offset) + 1)
+        with self._ctx_lock:
+            ctx = self.assembler.assemble(key, text, line, col,
+                                          budget=self.settings.completion.context_budget_tokens)
+        return FimRequest(path=ctx.path, prefix=ctx.prefix, suffix=ctx.suffix,
+                          repo_name=ctx.repo_name,
+                          context=tuple(ContextFile(p, t) for p, t in ctx.context_files()))
+
+    def _build_ids(self, uri: str, text: str, offset: int) -> list[int]:
+        return self.prompts.build(self._request(uri, text, offset),
+                                  self.settings.completion.context_budget_tokens)
+
+    # -- index ---------------------------------------------------------------------------
+    async def build_index(self) -> None:
+        """Index the workspace on start-up, reporting `$/progress` (percentage, files)."""
+        if self.root is None:
+            return
+        from indexer.store import Index
+
+        token = str(uuid.uuid4())
+        progress = self.work_done_progress
+        window = self.client_capabilities.window
+        shown = bool(window and window.work_done_progress)
+        if shown:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(progress.create_async(token), 5.0)
+            progress.begin(token, types.WorkDoneProgressBegin(
+                title="hybrid-lsp: indexing", percentage=0, cancellable=False))
+        loop = asyncio.get_running_loop()
+
+        def report(done: int, total: int, path: str) -> None:
+            if shown:
+                pct = int(100 * done / max(total, 1))
+                loop.call_soon_threadsafe(progress.report, token, types.WorkDoneProgressReport(
+                    message=f"{done}/{total} files", percentage=pct))
+
+        try:
+            index = await asyncio.to_thread(
+                Index, [str(self.root)], cache_dir=os.environ.get("HYBRID_LSP_CACHE_DIR"))
+            self.index_stats = await asyncio.to_thread(index.reconcile, progress=report)
+            self.index = index
+            self._make_assembler()
+        finally:
+            if shown:
+                files = self.index_stats.files if self.index_stats else 0
+                progress.end(token, types.WorkDoneProgressEnd(message=f"{files} files indexed"))
+        log.info("indexed %d files in %.2f s", self.index_stats.files, self.index_stats.seconds)
+
+    def _make_assembler(self) -> None:
+        from indexer.context import ContextAssembler
+
+        if self.index is None or self.prompts is None:
+            return
+        self.assembler = ContextAssembler(
+            self.index, self.prompts.count, special_token_strings(),
+            repo_name=self.root.name if self.root is not None else "")
 
     # -- completion pipeline -------------------------------------------------------------
     async def complete(self, uri: str,
@@ -215,8 +293,7 @@ class HybridLanguageServer(LanguageServer):
             return None
         if not await self.engine.wait_ready(c.latency_budget_ms / 1e3):
             return None
-        req = self._request(uri, text, offset)
-        ids = await asyncio.to_thread(self.prompts.build, req, c.context_budget_tokens)
+        ids = await asyncio.to_thread(self._build_ids, uri, text, offset)
         line_after = text[offset:].split("\n", 1)[0]
         stops = ["\n"] if line_after.strip() else ["\n\n\n"]
         try:
@@ -327,7 +404,8 @@ class HybridLanguageServer(LanguageServer):
             "engineDetail": eng.detail if eng else "",
             "engineRestarts": eng.restarts if eng else 0,
             "contextBudgetTokens": self.settings.completion.context_budget_tokens,
-            "indexFiles": len([p for p, _ in self.open_documents() if p.endswith(".rs")]),
+            "indexFiles": self.index_stats.files if self.index_stats else len(
+                [p for p, _ in self.open_documents() if p.endswith(".rs")]),
             "latencyMs": self.latencies.summary(),
             "cacheHits": self.cache.hits,
             "malformedMessages": self.protocol.malformed,
@@ -352,6 +430,7 @@ def initialize(ls: HybridLanguageServer, params: types.InitializeParams) -> None
 async def initialized(ls: HybridLanguageServer, params: types.InitializedParams) -> None:
     await pull_configuration(ls)
     ls.spawn(ls.start_engine())
+    ls.spawn(ls.build_index())
 
 
 async def pull_configuration(ls: HybridLanguageServer) -> None:
@@ -444,7 +523,34 @@ async def status(ls: HybridLanguageServer, *args: Any) -> dict[str, Any]:
 async def reindex(ls: HybridLanguageServer, *args: Any) -> dict[str, Any]:
     ls.cache.clear()
     ls._warmed = ""
+    if ls.index is not None:
+        ls.index_stats = await asyncio.to_thread(ls.index.reconcile)
+        if ls.assembler is not None:
+            ls.assembler.invalidate()
     return {"indexFiles": ls.status()["indexFiles"]}
+
+
+@SERVER.feature(types.TEXT_DOCUMENT_DID_SAVE)
+async def did_save(ls: HybridLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
+    await refresh_paths(ls, [to_fs_path(params.text_document.uri) or ""])
+
+
+@SERVER.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+async def did_change_watched_files(ls: HybridLanguageServer,
+                                   params: types.DidChangeWatchedFilesParams) -> None:
+    await refresh_paths(ls, [to_fs_path(c.uri) or "" for c in params.changes])
+
+
+async def refresh_paths(ls: HybridLanguageServer, paths: list[str]) -> None:
+    """Re-read changed files into the index (hints; the next reconcile decides)."""
+    if ls.index is None:
+        return
+    keys = [k for k in (ls.index.key_for(p) for p in paths if p) if k]
+    if keys:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(ls.index.refresh, keys)
+        if ls.assembler is not None:
+            ls.assembler.invalidate()
 
 
 @SERVER.command(CMD_TEST_CRASH)

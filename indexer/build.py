@@ -3,7 +3,7 @@
 tree-sitter holds the GIL while it parses (py-tree-sitter #111), so a cold index parses in a
 `ProcessPoolExecutor` (spawned, never forked: a forked SQLite connection corrupts databases,
 reliability-notes §4) and the caller's single writer commits the results in batches.
-Workers reply with plain strings and tuples (codec JSON), so the parent unpickles no class.
+Workers reply with plain bytes, strings and tuples (codec), so the parent unpickles no class.
 
 Each worker parses on a thread with a 64 MiB stack: tree-sitter recurses once per tree level
 in a few functions (tree-sitter #5807), and deep nesting must not overflow the stack.
@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from indexer import codec
@@ -51,10 +52,10 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """A worker's reply for one file: `blob` (codec JSON) and text, or a skip reason."""
+    """A worker's reply for one file: `blob` (codec bytes) and text, or a skip reason."""
 
     job: Job
-    blob: str | None = None
+    blob: bytes | None = None
     text: str | None = None
     size: int = 0
     mtime_ns: int = 0
@@ -109,13 +110,14 @@ def _parse_batch(jobs: list[tuple[str, str, str, str, bool]]) -> list[tuple]:
     return out
 
 
-def _batches(jobs: Sequence[Job], sizes: Sequence[int]) -> Iterator[list[Job]]:
+def _batches(jobs: Sequence[Job], sizes: Sequence[int], *,
+             max_bytes: int = BATCH_BYTES) -> Iterator[list[Job]]:
     batch: list[Job] = []
     nbytes = 0
     for job, size in zip(jobs, sizes, strict=True):
         batch.append(job)
         nbytes += size
-        if len(batch) >= BATCH_FILES or nbytes >= BATCH_BYTES:
+        if len(batch) >= BATCH_FILES or nbytes >= max_bytes:
             yield batch
             batch, nbytes = [], 0
     if batch:
@@ -146,8 +148,15 @@ def parse_many(jobs: Sequence[Job], *, sizes: Sequence[int] | None = None,
                 progress(done, total, job.path)
             yield result
         return
-    batches = list(_batches(jobs, sizes))
+    # Largest files first, batches no bigger than a fair share: the last batch to finish
+    # is a small one, so both cores stay busy to the end (LPT scheduling).
+    order = sorted(range(total), key=lambda i: -sizes[i])
+    share = max(1, sum(sizes) // (4 * nworkers))
+    batches = list(_batches([jobs[i] for i in order], [sizes[i] for i in order],
+                            max_bytes=min(BATCH_BYTES, share)))
     ctx = multiprocessing.get_context("spawn")
+    started = False
+    fallback: list[Job] = []
     with ProcessPoolExecutor(max_workers=min(nworkers, len(batches)), mp_context=ctx) as pool:
         pending: dict[Future, list[Job]] = {}
         queue = iter(batches)
@@ -160,6 +169,12 @@ def parse_many(jobs: Sequence[Job], *, sizes: Sequence[int] | None = None,
                 ready, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in ready:
                     batch = pending.pop(fut)
+                    if not started and _never_started(fut):
+                        fallback = [*batch, *(j for b in pending.values() for j in b),
+                                    *(j for b in queue for j in b)]
+                        pending.clear()
+                        break
+                    started = True
                     for job, reply in zip(batch, _replies(fut, batch), strict=True):
                         done += 1
                         if progress is not None:
@@ -173,6 +188,24 @@ def parse_many(jobs: Sequence[Job], *, sizes: Sequence[int] | None = None,
         finally:
             for fut in pending:
                 fut.cancel()
+    if fallback:
+        # The pool could not start (e.g. `__main__` is stdin, which `spawn` cannot
+        # re-import): parse here rather than lose the files.
+        log.warning("indexing workers did not start; parsing %d files in-process",
+                    len(fallback))
+        for job in fallback:
+            if cancel is not None and cancel():
+                return
+            result = parse_job(job)
+            done += 1
+            if progress is not None:
+                progress(done, total, job.path)
+            yield result
+
+
+def _never_started(fut: Future) -> bool:
+    """True when a batch failed because the pool broke (before any batch succeeded)."""
+    return isinstance(fut.exception(), BrokenProcessPool)
 
 
 def _job_tuple(j: Job) -> tuple[str, str, str, str, bool]:

@@ -50,6 +50,13 @@ _BOM = b"\xef\xbb\xbf"
 _PATH_ATTR = re.compile(r'^#\[\s*path\s*=\s*"((?:[^"\\]|\\.)*)"\s*\]$')
 #: Identifier tokens (ASCII; a `'` before one makes it a lifetime) and the keywords among them.
 _PUB = re.compile(rb"pub\b")
+#: Comments, strings (also b"", r"", r#""#: close enough) and char literals.
+_NOT_CODE = re.compile(
+    rb'"(?:[^"\\]|\\.)*"'              # "string", b"bytes", r"raw" (no escapes in raw: rare)
+    rb"|'(?:[^'\\\n]|\\[^'\n]{1,10})'"   # 'c', '\n', '\u{1F600}' (not lifetimes: 'a)
+    rb"|//[^\n]*"
+    rb"|/\*(?:[^*]|\*(?!/))*\*/",
+    re.DOTALL)
 _IDENT = re.compile(rb"(?<![\w'])[A-Za-z_][A-Za-z0-9_]*")
 _KEYWORDS = frozenset(w.encode() for w in (
     "as async await break const continue crate dyn else enum extern false fn for if impl in "
@@ -225,17 +232,12 @@ def _parse_tree(data: bytes, cancel: Callable[[], bool] | None,
         return None, why[0]
 
 
-def _references(data: bytes, masks: list[tuple[int, int]]) -> tuple[str, ...]:
-    """Distinct identifier tokens outside comments and literals, keywords excluded."""
-    masks.sort()
-    names: set[bytes] = set()
-    pos = 0
-    for start, end in masks:
-        if start > pos:
-            names.update(_IDENT.findall(data, pos, start))
-        pos = max(pos, end)
-    names.update(_IDENT.findall(data, pos))
-    return tuple(sorted(n.decode("ascii") for n in names - _KEYWORDS))
+def _references(data: bytes) -> tuple[str, ...]:
+    """Distinct identifier tokens outside comments, strings and char literals, keywords
+    excluded (a lexer-level pass: the syntax tree adds nothing here but cost)."""
+    code = _NOT_CODE.sub(b" ", data)
+    names = set(_IDENT.findall(code)) - _KEYWORDS
+    return tuple(sorted(n.decode("ascii") for n in names))
 
 
 def _is_pub(node: Node, data: bytes) -> bool:
@@ -312,11 +314,8 @@ class _Extractor:
         data = self.data
         entries: list[tuple[int, int, str, Node]] = []
         pre: list[tuple[int, int, str, str]] = []
-        masks: list[tuple[int, int]] = []
         for cap, nodes in QueryCursor(_query("rust-tags.scm")).captures(root).items():
-            if cap == "mask":
-                masks.extend((n.start_byte, n.end_byte) for n in nodes)
-            elif cap.startswith("definition."):
+            if cap.startswith("definition."):
                 kind = cap[11:]
                 entries.extend((n.start_byte, -n.end_byte, kind, n) for n in nodes)
             elif cap in ("use", "doc.inner"):
@@ -334,7 +333,7 @@ class _Extractor:
                     self.errors.append(f"... {len(nodes) - MAX_ERRORS} more syntax errors")
         if not self.errors and root.has_error:
             self.errors.append("syntax error (missing token)")
-        self.references = _references(data, masks)
+        self.references = _references(data)
         pre.sort(key=lambda p: p[1])
         self._pre = pre
         self._pre_end = [p[1] for p in pre]

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS files(
     path TEXT PRIMARY KEY, abspath TEXT, content_hash TEXT NOT NULL, size INTEGER,
     mtime_ns INTEGER, module TEXT, base_module TEXT, crate TEXT, read_only INTEGER,
     origin TEXT, nitems INTEGER, mods TEXT);
-CREATE TABLE IF NOT EXISTS contents(path TEXT PRIMARY KEY, blob TEXT, text TEXT);
+CREATE TABLE IF NOT EXISTS contents(path TEXT PRIMARY KEY, blob BLOB, text TEXT);
 CREATE TABLE IF NOT EXISTS names(name TEXT NOT NULL, path TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS names_name ON names(name);
 CREATE INDEX IF NOT EXISTS names_path ON names(path);

@@ -22,6 +22,8 @@ FIXTURE = Path(__file__).parent / "fixtures" / "crate"
 DEMO_MODEL = ROOT / "engine" / "models" / "demo.gguf"
 #: The line of the fixture's lib.rs where the clients ask for a completion (at its end).
 CURSOR_NEEDLE = "let sq = "
+#: What the predictable test model writes, one token after another.
+PREDICTED = "1"
 
 
 def tool_or_skip(name: str) -> str:
@@ -87,14 +89,46 @@ def server_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def build_predictable_model(path: Path, text: str = PREDICTED) -> Path:
+    """A tiny cohere2 model that predicts the token `text` after any input, greedily.
+
+    Every block's output projections are zero, so the residual stream is the input token's
+    embedding; all embeddings point the same way (zero mean, so LayerNorm keeps it) and
+    `text`'s is four times as long, so with tied embeddings its logit is the largest
+    whatever the input. The editor tests then get a completion they can predict.
+    """
+    import torch
+
+    from engine.config import ModelArgs
+    from engine.gguf_io import save_gguf
+    from engine.model import Transformer
+    from engine.tokenizer import train_tokenizer
+    from tests.hybrid_lsp.conftest import SNIPPETS  # the tokenizer recipe of the e2e tests
+
+    src = path.parent / "tok-src"
+    src.mkdir(parents=True, exist_ok=True)
+    for i, snippet in enumerate(SNIPPETS):
+        (src / f"f{i}.rs").write_text(snippet)
+    tok = train_tokenizer(src, 320)
+    [target] = tok.encode(text)
+    args = ModelArgs(vocab_size=tok.vocab_size, dim=32, n_layer=2, n_head=2, n_kv_head=1,
+                     ffn_dim=64, window=16, global_every=2, context_length=8192)
+    model = Transformer(args)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.fill_(1.0 if name.endswith("norm.weight") else 0.0)
+        direction = torch.tensor([1.0, -1.0]).repeat(args.dim // 2)  # (dim,), zero mean
+        model.tok_embeddings.weight[:] = direction
+        model.tok_embeddings.weight[target] = 4 * direction
+    return save_gguf(path, args, model.state_dict(), tok, name="predictable-test")
+
+
 @pytest.fixture(scope="session")
 def editor_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bool]:
-    """(model file, whether it is the demo model): the demo model, else a tiny random one."""
-    if DEMO_MODEL.is_file():
+    """(model file, whether it is the demo model): the demo model, else a predictable one."""
+    if DEMO_MODEL.is_file() and not os.environ.get("HYBRID_LSP_EDITOR_TESTS_PREDICTABLE"):
         return DEMO_MODEL, True
-    from tests.hybrid_lsp.conftest import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("editor-model") / "tiny.gguf"), False
+    return build_predictable_model(tmp_path_factory.mktemp("editor-model") / "m.gguf"), False
 
 
 @pytest.fixture(scope="session")

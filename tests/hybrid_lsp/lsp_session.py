@@ -31,6 +31,7 @@ def make_workspace(tmp: Path) -> Path:
 def server_env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(HYBRID_LSP_LOG_DIR=str(tmp / "logs"), HYBRID_LSP_TEST_HOOKS="1",
+               HYBRID_LSP_CACHE_DIR=str(tmp / "cache"),
                PYTHONPATH=str(ROOT))
     return env
 

@@ -23,6 +23,9 @@ from hybrid_lsp import cli
 from tests.engine.parity_helpers import llama_cpp_or_skip, random_model, tiny_args, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
+# The checkout first on the path, whatever else the caller's PYTHONPATH holds.
+SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 SOURCE = "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n\nfn main() {\n    let é = add(1, 2);\n}\n"
 JSON_KEYS = {"text", "latency_ms", "backend", "model", "truncated", "demo", "tokens",
              "prompt_tokens"}
@@ -53,7 +56,7 @@ def source(tmp_path_factory) -> Path:
 def hybrid_lsp(*argv: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hybrid_lsp", *map(str, argv)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env=SUBPROCESS_ENV)
 
 
 def one_json_object(stdout: str) -> dict:

@@ -82,6 +82,8 @@ async def test_completions_status_and_settings(tmp_path: Path, tiny_model: Path)
         reindexed = await client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="hybridLsp.reindex"))
         assert reindexed["indexFiles"] >= 2
+        reports = [r for v in client.progress_reports.values() for r in v]
+        assert any(isinstance(r, types.WorkDoneProgressEnd) for r in reports), reports
 
         log_text = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log*"))
         assert SECRET not in log_text

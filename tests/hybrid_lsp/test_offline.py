@@ -43,7 +43,6 @@ async def test_no_network_sockets(tmp_path: Path, tiny_model: Path, strace: str)
                     trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
         assert all(SECRET not in i.insert_text for i in result.items)
     log = trace.read_text()
-    assert "execve" not in log or True  # only network calls are traced
     inet = [ln for ln in log.splitlines() if "AF_INET" in ln]
     assert not inet, "\n".join(inet[:10])
-    assert "socket(" in log or log == "" or "socketpair(" in log
+    assert "AF_UNIX" in log  # the trace did see the process (asyncio's self-pipe)

@@ -1,0 +1,104 @@
+"""Index benchmarks (issue 4 "Performance"): cold throughput, warm start, update latency, and
+the plain tree-sitter parse of the same files in the same run as the peer ratio.
+
+Measurement only; `hybrid_lsp/bench_index_cmd.py` prints. Targets on the 2-core dev machine:
+cold >= 4 MB/s, warm start <= 1 s for 30 MB, single-file update <= 20 ms p95.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tree_sitter import Parser
+
+from indexer.parse import language
+from indexer.store import Index
+from indexer.workspace import ScanOptions, discover
+
+#: Files edited for the update-latency figure (the largest ones under 64 kB: typical edits).
+UPDATE_FILES = 40
+UPDATE_MAX_BYTES = 64_000
+
+
+@dataclass
+class IndexBench:
+    files: int
+    mb: float
+    workers: int
+    plain_parse_s: float        # tree-sitter parse of every file, one process, no extraction
+    plain_mb_s: float
+    cold_s: float
+    cold_mb_s: float
+    peer_ratio: float           # cold throughput / plain single-process parse throughput
+    warm_start_s: float         # open the database + reconcile with nothing changed
+    update_p50_ms: float
+    update_p95_ms: float
+    items: int
+    skipped: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_index(roots: Sequence[str | os.PathLike[str]], *, workers: int | None = None,
+                options: ScanOptions | None = None, cache_dir: str | None = None,
+                updates: int = UPDATE_FILES) -> IndexBench:
+    """Run the index benchmark on `roots` with a throw-away database."""
+    options = options or ScanOptions(include_deps=False, include_std=False)
+    found = discover(roots, options)
+    sources = [Path(f.abspath).read_bytes() for f in found.files]
+    total = sum(len(s) for s in sources)
+
+    parser = Parser(language())
+    t0 = time.perf_counter()
+    for src in sources:
+        parser.parse(src)
+    plain = time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory(prefix="hybrid-lsp-bench-", dir=cache_dir) as tmp:
+        nworkers = workers if workers is not None else (os.cpu_count() or 1)
+        t0 = time.perf_counter()
+        with Index(roots, options=options, cache_dir=tmp, workers=nworkers) as index:
+            st = index.reconcile()
+        cold = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        with Index(roots, options=options, cache_dir=tmp, workers=nworkers) as index:
+            index.reconcile()
+            warm = time.perf_counter() - t0
+            latencies = _update_latencies(index, found.files, sources, updates)
+    mb = total / 1e6
+    return IndexBench(
+        files=len(found.files), mb=round(mb, 2), workers=nworkers,
+        plain_parse_s=round(plain, 3), plain_mb_s=round(mb / plain, 2) if plain else 0.0,
+        cold_s=round(cold, 3), cold_mb_s=round(mb / cold, 2) if cold else 0.0,
+        peer_ratio=round((mb / cold) / (mb / plain), 2) if cold and plain else 0.0,
+        warm_start_s=round(warm, 3),
+        update_p50_ms=round(_percentile(latencies, 0.5) * 1e3, 2),
+        update_p95_ms=round(_percentile(latencies, 0.95) * 1e3, 2),
+        items=st.items, skipped=len(st.skipped))
+
+
+def _update_latencies(index: Index, files: list, sources: list[bytes], n: int) -> list[float]:
+    """Time `update_text` (parse + replace one file's rows) with an edit per call."""
+    candidates = sorted((i for i, s in enumerate(sources) if len(s) <= UPDATE_MAX_BYTES),
+                        key=lambda i: -len(sources[i]))[:n]
+    out = []
+    for k, i in enumerate(candidates):
+        text = sources[i].decode("utf-8", "replace") + f"\n// edit {k}\n"
+        t0 = time.perf_counter()
+        index.update_text(files[i].path, text)
+        out.append(time.perf_counter() - t0)
+    return out
