@@ -71,6 +71,15 @@ def emit_json(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def fail(args: argparse.Namespace, message: str, code: int) -> int:
+    """Report an error: one line on stderr, and the JSON object when --json was given."""
+    message = " ".join(message.split())
+    print(f"hybrid-lsp: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        emit_json({"error": message, "exit_code": code})
+    return code
+
+
 # -- complete ----------------------------------------------------------------------------
 
 def _position(text: str) -> tuple[Path, int, int]:
@@ -99,10 +108,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
                                    backend=args.backend, max_tokens=args.max_tokens,
                                    time_limit_s=limit)
     except (CompletionInputError, ModelError) as e:
-        print(f"hybrid-lsp: {e}", file=sys.stderr)
-        if args.json:
-            emit_json({"error": str(e), "exit_code": EXIT_BAD_INPUT})
-        return EXIT_BAD_INPUT
+        return fail(args, str(e), EXIT_BAD_INPUT)
+    except Exception as e:  # a bug: the traceback goes to stderr, stdout stays one object
+        log.exception("complete failed")
+        return fail(args, f"internal error: {type(e).__name__}: {e}", EXIT_FAILURE)
     if args.json:
         emit_json({
             "text": result.text, "latency_ms": round(result.latency_ms, 3),
@@ -129,8 +138,13 @@ def cmd_complete(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """`hybrid-lsp bench kernels ...`: hand the remaining arguments to the suite's main."""
     if args.suite == "kernels":
-        from kernels.bench import main as kernels_main
-
+        try:
+            from kernels.bench import main as kernels_main
+        except ModuleNotFoundError as e:
+            if e.name != "kernels.bench":
+                raise
+            return fail(args, "the kernel benchmarks (kernels/bench.py) are not installed",
+                        EXIT_FAILURE)
         rc = kernels_main(list(args.rest))
         return int(rc or 0)
     raise AssertionError(args.suite)  # argparse's choices rule this out
@@ -139,7 +153,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hybrid-lsp", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hybrid-lsp",
+                                     description="hybrid-lsp: an offline Rust coding assistant")
     parser.add_argument("--version", action="version", version=f"hybrid-lsp {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log to stderr (-v info, -vv debug)")

@@ -10,6 +10,7 @@ in and a warning says so.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import random
@@ -19,12 +20,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.prompt import special_token_strings
 from indexer.context import Context, ContextAssembler, tokens_estimate
 from indexer.items import IndexView, MemoryIndex
 from indexer.parse import parse_file
+from indexer.tokens import TokenCounter
 from indexer.workspace import ScanOptions, discover, relocate, resolve_path_modules
+
+if TYPE_CHECKING:
+    from engine.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +109,25 @@ def load_index(root: Path) -> MemoryIndex:
     return index
 
 
-def token_counter(model: str) -> tuple[Callable[[str], int], str]:
-    """The model's token count function, or the bytes/3.5 estimate (with why)."""
+def tokenizer_counter(tok: Tokenizer) -> TokenCounter:
+    """Cached exact counts for the engine's tokenizer, counted in pieces: it is byte-level
+    BPE with the GPT-2 pre-tokenizer, which `indexer.tokens` relies on (`additive`)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for i in range(tok.vocab_size):
+        digest.update(tok.id_to_piece(i).encode("utf-8", "surrogatepass") + b"\0")
+    return TokenCounter(lambda s: len(tok.encode(s)),
+                        count_batch=lambda texts: [len(ids) for ids in tok.encode_batch(texts)],
+                        additive=True, name=f"bpe{tok.vocab_size}-{digest.hexdigest()}")
+
+
+def token_counter(model: str) -> tuple[TokenCounter, str]:
+    """The model's token counter, or the bytes/3.5 estimate (with why)."""
     if Path(model).is_file():
         from engine.gguf_io import read_model_info
 
-        tok = read_model_info(model).tokenizer
-        return (lambda s: len(tok.encode(s))), f"tokenizer of {model}"
+        return tokenizer_counter(read_model_info(model).tokenizer), f"tokenizer of {model}"
     log.warning("model file %s not found: token counts are estimates (bytes / 3.5)", model)
-    return tokens_estimate, "estimate (bytes / 3.5): no model file"
+    return TokenCounter(tokens_estimate), "estimate (bytes / 3.5): no model file"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -195,7 +211,8 @@ class ContextBench:
     mean_chunks: float
 
 
-def bench_context_assembly(index: IndexView, count_tokens: Callable[[str], int], *,
+def bench_context_assembly(index: IndexView, count_tokens: Callable[[str], int] | TokenCounter,
+                           *,
                            budget: int = DEFAULT_BUDGET_GPU, samples: int = 100,
                            keystrokes: int = 5, seed: int = 0) -> ContextBench:
     """Assemble contexts at `samples` seeded cursor positions inside functions of the

@@ -28,18 +28,28 @@ engine tokenizes on its own, so a chunk's cached count is exact and totals are s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from indexer.fim import FIM_SLACK, LineCounter, full_sizes, split_fim, split_lines
 from indexer.items import FileIndex, IndexView, Item
-from indexer.rank import RefGraph, personalization_for
+from indexer.rank import RefGraph
+from indexer.repomap import RepoMapper
 from indexer.resolve import Resolution, Resolver
-from indexer.skeleton import FileSkeleton, definition_text
+from indexer.signals import (
+    ItemKey,
+    extract_identifiers,
+    find_enclosing,
+    item_key,
+    match_enums,
+    signature_types,
+)
+from indexer.skeleton import definition_text
+from indexer.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +89,10 @@ DEFINITIONS_SHARE = 0.5
 #: A single ranked chunk may take at most this share of the ranked chunks' budget in full;
 #: larger ones are shown as their signature or skeleton.
 DEFINITION_MAX_SHARE = 0.25
-#: The map asks the graph for at most budget / MAP_TOKENS_PER_PAIR pairs (a skeleton line
-#: costs 10-20 tokens; fewer pairs than this never fill the budget).
-MAP_TOKENS_PER_PAIR = 8
 #: Exact token counts cached before the cache is cleared.
 CHUNK_CACHE_MAX = 50_000
+#: Sources and FIM cut lines of file versions kept before those caches are cleared.
+SOURCE_CACHE_MAX = 512
 
 _TYPE_KINDS = frozenset({"struct", "enum", "union", "trait", "type"})
 
@@ -182,7 +191,7 @@ class ContextAssembler:
     def __init__(
         self,
         index: IndexView,
-        count_tokens: Callable[[str], int],
+        count_tokens: Callable[[str], int] | TokenCounter,
         special: Mapping[str, str],
         *,
         repo_name: str = "",
@@ -193,14 +202,16 @@ class ContextAssembler:
         self.index = index
         self.special = dict(special)
         self.repo_name = repo_name
-        self.count = LineCounter(count_tokens)
+        self.tokens = (count_tokens if isinstance(count_tokens, TokenCounter)
+                       else TokenCounter(count_tokens))
+        self.count = LineCounter(self.tokens, count_many=self.tokens.count_many)
+        self.mapper = RepoMapper(index, self.tokens, self.chunk_tokens)
         self._exact: dict[str, int] = {}
         self._generation: int | None = None
         self._resolver: Resolver | None = None
         self._graph: RefGraph | None = None
-        self._skeletons: dict[tuple[str, str], FileSkeleton] = {}
         self._bytes: dict[tuple[str, str], bytes] = {}
-        self._costs: dict[tuple[str, str, int], int] = {}
+        self._cuts: dict[tuple[str, str], list[int]] = {}
         self._repo: _RepoPart | None = None
         self.recomputations = 0
 
@@ -280,50 +291,70 @@ class ContextAssembler:
         return True
 
     def _per_generation(self) -> tuple[Resolver, RefGraph]:
+        """The resolver and reference graph of the index generation; a new generation also
+        counts the skeleton lines of the workspace files it changed (one tokenizer batch)."""
         gen = self.index.generation
         if self._generation != gen or self._resolver is None or self._graph is None:
             self._resolver = Resolver(self.index)
             self._graph = RefGraph.from_index(self.index)
             self._generation = gen
+            self.mapper.warm(fi for p in self._graph.paths
+                             if (fi := self.index.file(p)) is not None)
         return self._resolver, self._graph
-
-    def _skeleton(self, fi: FileIndex) -> FileSkeleton:
-        key = (fi.path, fi.content_hash)
-        sk = self._skeletons.get(key)
-        if sk is None:
-            if len(self._skeletons) > CHUNK_CACHE_MAX:
-                self._skeletons.clear()
-            sk = self._skeletons[key] = FileSkeleton(fi)
-        return sk
 
     def _source(self, fi: FileIndex) -> bytes:
         key = (fi.path, fi.content_hash)
         data = self._bytes.get(key)
         if data is None:
-            if len(self._bytes) > 512:
+            if len(self._bytes) > SOURCE_CACHE_MAX:
                 self._bytes.clear()
             data = self._bytes[key] = (self.index.text(fi.path) or "").encode("utf-8")
         return data
 
     def _boundaries(self, fi: FileIndex | None) -> list[int]:
+        """Lines where top-level items start or end (clean FIM cuts), per file version."""
         if fi is None:
             return []
-        sk = self._skeleton(fi)
-        cuts = set()
-        for n in sk.nodes:
-            if n.parent == -1:
-                cuts.add(n.item.outer_start_line or n.item.start_line)
-                cuts.add(n.item.end_line + 1)
-        return sorted(cuts)
+        key = (fi.path, fi.content_hash)
+        cuts = self._cuts.get(key)
+        if cuts is None:
+            if len(self._cuts) > SOURCE_CACHE_MAX:
+                self._cuts.clear()
+            found = set()
+            for n in self.mapper.skeleton(fi).nodes:
+                if n.parent == -1:
+                    found.add(n.item.outer_start_line or n.item.start_line)
+                    found.add(n.item.end_line + 1)
+            cuts = self._cuts[key] = sorted(found)
+        return cuts
 
     def chunk_tokens(self, path: str, text: str) -> int:
-        """Exact tokens of one chunk in the prompt: `<|file_sep|>` + `{path}\\n{text}\\n`."""
+        """Exact tokens of one chunk in the prompt: `<|file_sep|>` + `{path}\\n{text}\\n`.
+
+        Cached here by text, and in the index's token-count cache (`get_token_count`, keyed
+        by the chunk's content hash) when counting it would need the tokenizer."""
         piece = f"{path}\n{text}\n"
         n = self._exact.get(piece)
         if n is None:
             if len(self._exact) > CHUNK_CACHE_MAX:
                 self._exact.clear()
-            n = self._exact[piece] = 1 + self.count.count_tokens(piece)
+            n = self._exact[piece] = 1 + self._count_chunk(piece)
+        return n
+
+    def _count_chunk(self, piece: str) -> int:
+        n = self.tokens.cached(piece)
+        if n is not None:
+            return n
+        get = getattr(self.index, "get_token_count", None)
+        put = getattr(self.index, "put_token_count", None)
+        if not self.tokens.name or get is None or put is None:
+            return self.tokens(piece)
+        key = "chunk:" + hashlib.blake2b(piece.encode("utf-8", "surrogatepass"),
+                                         digest_size=16).hexdigest()
+        n = get(key, self.tokens.name)
+        if n is None:
+            n = self.tokens(piece)
+            put(key, self.tokens.name, n)
         return n
 
     # -- the repository part ---------------------------------------------------------------
@@ -340,7 +371,10 @@ class ContextAssembler:
         used = sum(c.tokens for c in chosen)
         mentioned = {p[-1] for p, _ in uses}
         shown = {(c.path, c.name) for c in chosen if c.kind != "recent"}
-        repo_map = self._repo_map(graph, path, chosen, mentioned, shown, budget - used)
+        repo_map = [Chunk(m.path, m.text, "repo-map", m.reason, m.tokens, m.score, "",
+                          m.content_hash)
+                    for m in self.mapper.build(graph, path, [c.path for c in chosen],
+                                               mentioned, shown, budget - used)]
         chunks = tuple(sorted(repo_map, key=lambda c: c.path)) + tuple(
             sorted(chosen, key=lambda c: (c.score, _neg_path(c.path), c.name)))
         sources = {c.path: c.source_hash for c in chunks}
@@ -454,7 +488,7 @@ class ContextAssembler:
         fi = self.index.file(it.path)
         if fi is None:
             return None
-        sk = self._skeleton(fi)
+        sk = self.mapper.skeleton(fi)
         if c.kind == "recent":
             texts = [sk.render_indices({i for i, n in enumerate(sk.nodes) if n.parent == -1})]
         else:
@@ -475,74 +509,6 @@ class ContextAssembler:
                              "" if c.kind == "recent" else it.name, fi.content_hash)
         return None
 
-    def _repo_map(self, graph: RefGraph, path: str, chosen: list[Chunk], mentioned: set[str],
-                  shown: set[tuple[str, str]], budget: int) -> list[Chunk]:
-        """File skeletons by PageRank: (file, name) pairs in rank order while the estimate
-        fits (Aider binary-searches; the estimate only grows, so one pass finds the same n),
-        rendered once and counted exactly; files of least rank go if the count is over."""
-        if budget <= 0 or len(graph) == 0:
-            return []
-        personal = personalization_for(path, [c.path for c in chosen])
-        ranked = graph.ranked_definitions(personal, mentioned,
-                                          limit=max(64, budget // MAP_TOKENS_PER_PAIR))
-        files: dict[str, FileIndex] = {}
-        names: dict[str, list[str]] = {}
-        score: dict[str, float] = {}
-        counted: dict[str, set[int]] = {}
-        total = 0
-        for r in ranked:
-            if r.path == path or (r.path, r.name) in shown:
-                continue
-            fi = files.get(r.path) or self.index.file(r.path)
-            if fi is None:
-                continue
-            sk = self._skeleton(fi)
-            seen = counted.get(r.path)
-            add = 2 + self.count(f"{r.path}\n") if seen is None else 0
-            seen = seen if seen is not None else set()
-            new: set[int] = set()
-            for i in sk.indices([r.name]):
-                new |= {i, *sk.ancestors(i)} - seen
-            add += sum(self._node_cost(sk, i) for i in new)
-            if not new:
-                continue
-            if total + add > budget:
-                break
-            total += add
-            files[r.path] = fi
-            counted[r.path] = seen | new
-            names.setdefault(r.path, []).append(r.name)
-            score[r.path] = score.get(r.path, 0.0) + r.score
-        chunks = []
-        for p in sorted(names):
-            text = self._skeleton(files[p]).render(names[p]).rstrip("\n")
-            if text:
-                shown_names = ", ".join(names[p][:4]) + (" ..." if len(names[p]) > 4 else "")
-                chunks.append(Chunk(p, text, "repo-map",
-                                    f"PageRank {score[p]:.4f}: {shown_names}",
-                                    self.chunk_tokens(p, text), round(score[p], 6), "",
-                                    files[p].content_hash))
-        over = sum(c.tokens for c in chunks) - budget
-        if over > 0:
-            drop = set()
-            for c in sorted(chunks, key=lambda c: (c.score, c.path)):
-                if over <= 0:
-                    break
-                drop.add(c.path)
-                over -= c.tokens
-            chunks = [c for c in chunks if c.path not in drop]
-        return chunks
-
-    def _node_cost(self, sk: FileSkeleton, i: int) -> int:
-        """Estimated tokens one skeleton node adds (its lines; a container's header lines)."""
-        key = (sk.path, sk.content_hash, i)
-        n = self._costs.get(key)
-        if n is None:
-            if len(self._costs) > CHUNK_CACHE_MAX * 4:
-                self._costs.clear()
-            n = self._costs[key] = sum(self.count.lines(sk.own_lines(i)))
-        return n
-
 
 def assemble_context(
     index: IndexView,
@@ -560,7 +526,6 @@ def assemble_context(
     """One-shot `ContextAssembler(...).assemble(...)` (no caches kept between calls)."""
     asm = ContextAssembler(index, count_tokens, special, repo_name=repo_name)
     return asm.assemble(path, text, line, col, budget=budget, recent=recent)
-
 
 
 def _definition_target(it: Item, resolver: Resolver) -> Item | None:

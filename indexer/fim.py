@@ -25,10 +25,13 @@ LINE_CACHE_MAX = 200_000
 
 
 class LineCounter:
-    """`count_tokens` with a cache per distinct text (lines, chunk texts)."""
+    """`count_tokens` with a cache per distinct text (lines, chunk texts); `count_many`
+    (optional) counts the lines `lines()` misses in one call."""
 
-    def __init__(self, count_tokens: Callable[[str], int], max_entries: int = LINE_CACHE_MAX):
+    def __init__(self, count_tokens: Callable[[str], int], max_entries: int = LINE_CACHE_MAX,
+                 count_many: Callable[[Sequence[str]], list[int]] | None = None):
         self.count_tokens = count_tokens
+        self.count_many = count_many
         self.max_entries = max_entries
         self._cache: dict[str, int] = {}
         self.misses = 0
@@ -45,6 +48,13 @@ class LineCounter:
     def lines(self, lines: Sequence[str]) -> list[int]:
         """Counts of many lines."""
         get = self._cache.get
+        if self.count_many is not None:
+            miss = list({s for s in lines if s and get(s) is None})
+            if miss:
+                if len(self._cache) + len(miss) >= self.max_entries:
+                    self._cache.clear()
+                self._cache.update(zip(miss, self.count_many(miss), strict=True))
+                self.misses += len(miss)
         return [n if (n := get(s)) is not None else self(s) for s in lines]
 
 

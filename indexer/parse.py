@@ -486,7 +486,7 @@ class _Extractor:
                                    alias=_text(data, alias) if alias is not None else None,
                                    is_pub=is_pub, line=line, module=module))
             elif t == "use_wildcard":
-                p = n.named_child(0)
+                p = n.named_child(0) if n.named_child_count else None  # `use *;`
                 segs = _path_segments(_text(data, p)) if p is not None else ()
                 out.append(UseDecl(path=prefix + segs, glob=True, is_pub=is_pub, line=line,
                                    module=module))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,8 +163,18 @@ class RefGraph:
         limit: int | None = None,
     ) -> list[RankedDef]:
         """(file, identifier) pairs by spread rank, best first; ties by path, then name."""
+        return [RankedDef(p, n, s) for p, n, s in self.iter_ranked(personalization, mentioned,
+                                                                    limit)]
+
+    def iter_ranked(
+        self,
+        personalization: Mapping[str, float],
+        mentioned: Iterable[str] = (),
+        limit: int | None = None,
+    ) -> Iterator[tuple[str, str, float]]:
+        """`ranked_definitions` as lazy (path, name, score) tuples (callers stop early)."""
         if len(self.src) == 0:
-            return []
+            return
         rank = self.pagerank(personalization)
         w = self.weight
         ids = [self.name_id[m] for m in mentioned if m in self.name_id]
@@ -181,8 +191,10 @@ class RefGraph:
         order = np.lexsort((ident, dst, -np.round(totals, 12)))
         if limit is not None:
             order = order[:limit]
-        return [RankedDef(self.paths[int(dst[k])], self.names[int(ident[k])], float(totals[k]))
-                for k in order]
+        paths, names = self.paths, self.names
+        for d, i, t in zip(dst[order].tolist(), ident[order].tolist(), totals[order].tolist(),
+                           strict=True):
+            yield paths[d], names[i], t
 
     def file_ranks(self, personalization: Mapping[str, float]) -> dict[str, float]:
         """PageRank by path (for reports and tests)."""

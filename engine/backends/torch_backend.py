@@ -20,8 +20,7 @@ import torch
 
 from engine.backends import Generation, GenerationRequest, common_prefix_len
 from engine.generate import Interrupted, generate, interruption, visible_bytes
-from engine.gguf_io import LoadedModel, ModelInfo, load_gguf
-from engine.model import Transformer
+from engine.gguf_io import ModelInfo, build_model, load_gguf
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class TorchBackend:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.model = _build_model(loaded, self.device, dtype)
+        self.model = build_model(loaded, device=self.device, dtype=dtype)
         self.n_ctx = min(n_ctx, self.info.args.context_length)
         if prefill_chunk <= 0:
             raise ValueError(f"Expected prefill_chunk > 0, got {prefill_chunk}")
@@ -116,14 +115,3 @@ class TorchBackend:
         logits = self.model(idx, start=start)  # (1, T, vocab)
         return logits[0, -1].float().cpu().numpy()
 
-
-def _build_model(loaded: LoadedModel, device: torch.device, dtype: torch.dtype | None):
-    """The Transformer with the loaded weights, in eval mode.
-
-    Stands in for `gguf_io.build_model`, which builds on `meta` and then fails in `.to()`
-    on the non-persistent RoPE buffers ("Cannot copy out of meta tensor"); switch back
-    once that is fixed.
-    """
-    model = Transformer(loaded.info.args)
-    model.load_state_dict(loaded.state_dict, strict=True)
-    return model.to(device=device, dtype=dtype or torch.float32).eval()

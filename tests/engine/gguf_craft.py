@@ -193,6 +193,7 @@ class RawGGUF:
     n_tensors: int | None = None
     n_kv: int | None = None
     alignment: int = 32  # used for packing; write general.alignment yourself
+    with_data: bool = True  # False: stop after the header padding (test-gguf's lower levels)
     data_delta: int = 0  # bytes added to (or removed from) the data section
 
     def build(self) -> bytes:
@@ -215,6 +216,8 @@ class RawGGUF:
             n = math.prod(max(d, 0) for d in t.shape) // block * size
             offset += -(-max(n, 0) // self.alignment) * self.alignment
         out += b"\0" * (-len(out) % self.alignment)
+        if not self.with_data:
+            return bytes(out)
         n_data = max(offset + self.data_delta, 0) if self.tensors else max(self.data_delta, 0)
         out += bytes(i % 256 for i in range(n_data))
         return bytes(out)

@@ -235,7 +235,7 @@ def _kvs(n: int = 4) -> list[bytes]:
 
 
 def _raw(level: str, **over: object) -> RawGGUF:
-    raw = RawGGUF()
+    raw = RawGGUF(with_data=level == "data")
     if level in ("kv", "tensors", "data"):
         raw.kvs = _kvs()
     if level in ("tensors", "data"):

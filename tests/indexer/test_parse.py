@@ -154,6 +154,8 @@ def test_use_trees_fully_expanded() -> None:
     (b"use a::b::c;", [UseDecl(("a", "b", "c"))]),
     (b"use ::std::io;", [UseDecl(("std", "io"))]),
     (b"use a::*;", [UseDecl(("a",), glob=True)]),
+    (b"use *;", [UseDecl((), glob=True)]),
+    (b"use {*, a::{*}};", [UseDecl((), glob=True), UseDecl(("a",), glob=True)]),
     (b"use a::{self as x, b::{c, d::*}};",
      [UseDecl(("a",), alias="x"), UseDecl(("a", "b", "c")), UseDecl(("a", "b", "d"), glob=True)]),
     (b"use x as _;", [UseDecl(("x",), alias="_")]),

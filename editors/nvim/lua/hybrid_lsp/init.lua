@@ -65,7 +65,7 @@ end
 
 local function on_attach(client, bufnr)
   if M.config.omnifunc then
-    vim.api.nvim_buf_set_option(bufnr, "omnifunc", "v:lua.vim.lsp.omnifunc")
+    vim.bo[bufnr].omnifunc = "v:lua.vim.lsp.omnifunc"
   end
   if M.config.inline_completion and vim.lsp.inline_completion ~= nil then
     pcall(vim.lsp.inline_completion.enable, true, { bufnr = bufnr })
@@ -129,7 +129,7 @@ function M.setup(opts)
   })
   for _, buf in ipairs(vim.api.nvim_list_bufs()) do
     if vim.api.nvim_buf_is_loaded(buf)
-        and vim.tbl_contains(M.config.filetypes, vim.api.nvim_buf_get_option(buf, "filetype")) then
+        and vim.tbl_contains(M.config.filetypes, vim.bo[buf].filetype) then
       M.attach(buf)
     end
   end
