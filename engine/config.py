@@ -87,7 +87,8 @@ class ModelArgs:
         """Reasons llama.cpp's `cohere2` cannot run this configuration (empty if it can)."""
         problems = []
         if self.all_global:
-            problems.append("all_global models have RoPE in global layers; cohere2 cannot express it")
+            problems.append("all_global models have RoPE in global layers; "
+                            "cohere2 cannot express it")
         elif self.global_every == 1:
             problems.append("global_every=1 makes every layer global; llama.cpp aborts on it")
         if self.n_layer % self.global_every and not self.all_global:

@@ -107,7 +107,8 @@ def _tensor_type(name: str, arr: np.ndarray, dtype: str) -> gguf.GGMLQuantizatio
     if qtype == gguf.GGMLQuantizationType.Q8_0:
         block = gguf.GGML_QUANT_SIZES[qtype][0]
         if arr.shape[-1] % block:
-            raise ExportError(f"{name}: rows of {arr.shape[-1]} are not a multiple of {block} (Q8_0)")
+            raise ExportError(
+                f"{name}: rows of {arr.shape[-1]} are not a multiple of {block} (Q8_0)")
     return qtype
 
 

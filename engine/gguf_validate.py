@@ -207,7 +207,7 @@ def parse_gguf(path: str | os.PathLike[str]) -> GGUFSummary:
 
     Raises ModelFileError for anything a GGUF v2/v3 file must not contain.
     """
-    return _guarded(path, lambda f, size: _parse(f, size))
+    return _guarded(path, lambda f, size: _parse(f, size, check_tokens=False))
 
 
 def validate_gguf(
@@ -222,7 +222,7 @@ def validate_gguf(
     """
 
     def run(f: BinaryIO, size: int) -> GGUFSummary:
-        summary = _parse(f, size)
+        summary = _parse(f, size, check_tokens=True)
         _check_model(summary, architectures)
         return summary
 
@@ -260,7 +260,7 @@ def _guarded(path: str | os.PathLike[str], run: Any) -> GGUFSummary:
         ) from exc
 
 
-def _parse(f: BinaryIO, size: int) -> GGUFSummary:
+def _parse(f: BinaryIO, size: int, *, check_tokens: bool) -> GGUFSummary:
     r = _Reader(f, size)
     if size < HEADER_BYTES:
         head = r.read(min(size, 4), "magic")
@@ -286,8 +286,7 @@ def _parse(f: BinaryIO, size: int) -> GGUFSummary:
     if min_bytes > size:
         raise _Invalid(
             f"truncated or corrupt: n_tensors={n_tensors} and n_kv={n_kv} need at least "
-            f"{min_bytes} bytes "
-            f"but the file has {size} bytes"
+            f"{min_bytes} bytes but the file has {size} bytes"
         )
 
     kv: dict[str, Any] = {}
@@ -301,7 +300,7 @@ def _parse(f: BinaryIO, size: int) -> GGUFSummary:
         if key in kv:
             raise _Invalid(f"duplicate key {_show(key)}")
         vtype = _value_type(r.u32(f"type of key {_show(key)}"), key)
-        kv[key] = _read_value(r, vtype, key)
+        kv[key] = _read_value(r, vtype, key, check_tokens)
         kv_types[key] = vtype
 
     alignment = DEFAULT_ALIGNMENT
@@ -317,7 +316,6 @@ def _parse(f: BinaryIO, size: int) -> GGUFSummary:
             )
 
     tensors: dict[str, TensorInfo] = {}
-    rel_offsets: list[int] = []
     for i in range(n_tensors):
         tname_raw = r.string_bytes(f"name of tensor {i}", MAX_TENSOR_NAME_BYTES)
         if not tname_raw:
@@ -355,7 +353,6 @@ def _parse(f: BinaryIO, size: int) -> GGUFSummary:
         if offset % alignment:
             raise _Invalid(f"{label} data offset {offset} is not a multiple of {alignment}")
         tensors[tname] = TensorInfo(gtype, shape, offset, nbytes)
-        rel_offsets.append(offset)
 
     data_offset = _align(r.pos, alignment)
     if tensors and data_offset > size:
@@ -393,12 +390,12 @@ def _value_type(raw: int, key: str) -> GGUFValueType:
         raise _Invalid(f"key {_show(key)} has unknown value type {raw}") from None
 
 
-def _read_value(r: _Reader, vtype: GGUFValueType, key: str) -> Any:
+def _read_value(r: _Reader, vtype: GGUFValueType, key: str, check_tokens: bool) -> Any:
     what = f"value of key {_show(key)}"
     if vtype == T.STRING:
         return r.string(what)
     if vtype == T.ARRAY:
-        return _read_array(r, key)
+        return _read_array(r, key, check_tokens and key == "tokenizer.ggml.tokens")
     value = r.unpack(_SCALAR_FORMATS[vtype], what)
     if vtype == T.BOOL:
         if value > 1:
@@ -407,7 +404,8 @@ def _read_value(r: _Reader, vtype: GGUFValueType, key: str) -> Any:
     return value
 
 
-def _read_array(r: _Reader, key: str) -> GGUFArray:
+def _read_array(r: _Reader, key: str, is_vocab: bool) -> GGUFArray:
+    """Read an array; for the vocabulary (`is_vocab`) also check every token."""
     label = f"array {_show(key)}"
     etype = _value_type(r.u32(f"element type of {label}"), key)
     if etype == T.ARRAY:
@@ -419,7 +417,7 @@ def _read_array(r: _Reader, key: str) -> GGUFArray:
     if etype == T.STRING:
         r.need(count * 8, f"{count} string lengths of {label}")
         values: list[str] = []
-        seen: set[str] | None = set() if key == "tokenizer.ggml.tokens" else None
+        seen: set[str] | None = set() if is_vocab else None
         for i in range(count):
             s = r.string(f"element {i} of {label}")
             if seen is not None:
@@ -677,8 +675,8 @@ def _check_swa_pattern(summary: GGUFSummary, n_layer: int) -> None:
     if isinstance(pattern, GGUFArray):
         if pattern.count != n_layer:
             raise _Invalid(f"{key} has {pattern.count} elements, expected block_count={n_layer}")
-        assert pattern.values is not None  # count <= MAX_BLOCKS <= MATERIALISE_LIMIT
-        any_swa = any(bool(v) for v in pattern.values)
+        # count == block_count <= MAX_BLOCKS <= MATERIALISE_LIMIT, so the values are kept.
+        any_swa = any(bool(v) for v in pattern.values or ())
     else:
         any_swa = pattern != 1  # period 1 makes every layer global
     if not any_swa:

@@ -147,7 +147,8 @@ class Transformer(nn.Module):
             if p.dim() == 1:
                 nn.init.ones_(p)
                 continue
-            s = std / math.sqrt(2 * self.args.n_layer) if name.endswith(("wo.weight", "down.weight")) else std
+            residual = name.endswith(("wo.weight", "down.weight"))
+            s = std / math.sqrt(2 * self.args.n_layer) if residual else std
             with torch.no_grad():
                 p.copy_(torch.randn(p.shape, generator=g) * s)
 
@@ -160,7 +161,8 @@ class Transformer(nn.Module):
         dev = self.tok_embeddings.weight.device
         a = self.args
         for blk in self.layers:
-            blk.attention.kv_cache = KVCache(max_batch, a.n_kv_head, max_seq, a.head_dim, dtype, dev)
+            blk.attention.kv_cache = KVCache(max_batch, a.n_kv_head, max_seq, a.head_dim,
+                                             dtype, dev)
         self.max_seq = max_seq
 
     def drop_caches(self) -> None:
@@ -180,8 +182,12 @@ class Transformer(nn.Module):
         return cache[0][start:end], cache[1][start:end]
 
     # -- forward ------------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, start: int = 0, *,
+                last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, vocab) for tokens idx (B, T) at positions start .. start+T-1.
+
+        With last_only=True only the last position's logits are computed, (B, 1, vocab):
+        prefill needs no others, and the output projection is a large share of its cost.
 
         With caches set up, keys and values are appended at `start` and earlier cached
         positions are visible; without caches, the chunk attends only to itself (its
@@ -195,6 +201,8 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(idx)
         for blk in self.layers:
             h = blk(h, start, cos, sin)
+        if last_only:
+            h = h[:, -1:]
         h = self.norm(h)
         return F.linear(h, self.tok_embeddings.weight) * self.args.logit_scale
 

@@ -37,7 +37,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class TrainConfig:
-    """All settings of a run; `python -m engine.train --key=value` overrides any of them."""
+    """All settings of a run; `python -m engine.train --key=value` overrides any of them.
+
+    The defaults are the CPU demo run that produced engine/models/demo.gguf (docs/MODEL.md).
+    """
 
     # -- data ------------------------------------------------------------------------------
     corpus_dir: str = ".cache/corpus"  # output of `python -m engine.data.corpus all`
@@ -52,27 +55,27 @@ class TrainConfig:
     model: str = "demo"                # a name in engine.config.CONFIGS
     init_std: float = 0.02
     # -- optimisation ----------------------------------------------------------------------
-    batch_size: int = 16               # sequences per micro-batch
+    batch_size: int = 4                # sequences per micro-batch
     grad_accum: int = 1                # micro-batches per optimizer step
-    max_steps: int = 2000              # length of the schedule
+    max_steps: int = 100_000           # length of the schedule
     stop_step: int = 0                 # stop early (checkpoint kept) after this step; 0 = off
-    max_minutes: float = 0.0           # training-time budget: the schedule ends at max_steps
+    max_minutes: float = 15.0          # training-time budget: the schedule ends at max_steps
     #                                    or after this many minutes, whichever comes first
-    lr: float = 3e-3
-    min_lr: float = 3e-4               # cosine floor
-    warmup_steps: int = 100
+    lr: float = 2e-3
+    min_lr: float = 2e-4               # cosine floor
+    warmup_steps: int = 20
     weight_decay: float = 0.1          # on 2-D parameters only
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0             # 0 = off
     # -- evaluation, checkpoints, logging --------------------------------------------------
-    eval_interval: int = 250           # steps between validations (and at the end)
-    eval_tokens: int = 65536           # validation tokens (whole val documents, no FIM)
-    test_eval: bool = False            # at the end: bits/byte on whole test-split files + xz
-    test_max_bytes: int = 0            # score a seeded sample of test files up to this many
+    eval_interval: int = 100           # steps between validations (and at the end)
+    eval_tokens: int = 16384           # validation tokens (whole val documents, no FIM)
+    test_eval: bool = True             # at the end: bits/byte on whole test-split files + xz
+    test_max_bytes: int = 120_000      # score a seeded sample of test files up to this many
     #                                    bytes (every crate represented); 0 = all of them
-    ckpt_interval: int = 250           # steps between checkpoints (and at the end / stop)
-    log_interval: int = 10
+    ckpt_interval: int = 50            # steps between checkpoints (and at the end / stop)
+    log_interval: int = 5
     out_dir: str = "runs/demo"
     resume: bool = True                # continue from out_dir/ckpt.pt when it exists
     # -- export ----------------------------------------------------------------------------

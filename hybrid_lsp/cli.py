@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import importlib.resources
 import json
 import logging
@@ -137,17 +138,22 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """`hybrid-lsp bench kernels ...`: hand the remaining arguments to the suite's main."""
-    if args.suite == "kernels":
-        try:
-            from kernels.bench import main as kernels_main
-        except ModuleNotFoundError as e:
-            if e.name != "kernels.bench":
-                raise
-            return fail(args, "the kernel benchmarks (kernels/bench.py) are not installed",
-                        EXIT_FAILURE)
-        rc = kernels_main(list(args.rest))
-        return int(rc or 0)
-    raise AssertionError(args.suite)  # argparse's choices rule this out
+    module, func = BENCH_SUITES[args.suite]
+    try:
+        suite_main = getattr(importlib.import_module(module), func)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        return fail(args, f"the {args.suite} benchmark ({module}) is not installed", EXIT_FAILURE)
+    return int(suite_main(list(args.rest)) or 0)
+
+
+#: `hybrid-lsp bench SUITE ...` -> (module, function taking the remaining argv).
+BENCH_SUITES = {
+    "kernels": ("kernels.bench", "main"),
+    "index": ("hybrid_lsp.bench_index_cmd", "main"),
+    "serve": ("hybrid_lsp.bench_serve", "bench_serve"),
+}
 
 
 # -- parser ------------------------------------------------------------------------------
@@ -173,8 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_complete)
 
-    p = sub.add_parser("bench", help="benchmarks (bench kernels ...)")
-    p.add_argument("suite", choices=("kernels",))
+    from hybrid_lsp import context_cmd, index_cmd, serve_cmd
+
+    serve_cmd.add_parser(sub)
+    index_cmd.add_parser(sub)
+    context_cmd.add_parser(sub)
+
+    p = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCH_SUITES))
+    p.add_argument("suite", choices=tuple(BENCH_SUITES))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the suite")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -14,6 +14,10 @@ one child at a time:
   reset once a child has lived 30 s). A child that misses a deadline by the grace period
   is considered hung: it is killed and restarted. A model that cannot load is not
   retried until the settings change (`configure`).
+- Health check while idle: every `health_interval_s` with no generation in flight, a
+  one-token generation must come back within `health_timeout_s`; a child that stays
+  silent (a native call that never returns) is killed and restarted.
+- `counters()` returns the child's instrumentation counters (engine/worker.py).
 
 The client is driven from one asyncio event loop.
 """
@@ -48,6 +52,7 @@ from engine.worker import (
     Result,
     Shutdown,
     ToParent,
+    Tune,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,7 @@ log = logging.getLogger(__name__)
 HUNG_GRACE_S = 5.0
 LOAD_TIMEOUT_S = 120.0
 BACKOFF_START_S, BACKOFF_MAX_S, STABLE_AFTER_S = 0.5, 30.0, 30.0
+HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S = 30.0, 10.0
 
 STOPPED, STARTING, READY, BACKOFF, FAILED = "stopped", "starting", "ready", "backoff", "failed"
 
@@ -77,8 +83,15 @@ class EngineClient:
     """One engine child process, restarted when it dies."""
 
     def __init__(self, config: EngineConfig, *, env: dict[str, str] | None = None,
-                 on_state: Callable[[str, str], None] | None = None) -> None:
+                 on_state: Callable[[str, str], None] | None = None,
+                 health_interval_s: float = HEALTH_INTERVAL_S,
+                 health_timeout_s: float = HEALTH_TIMEOUT_S) -> None:
         self.config = config
+        self.health_interval_s, self.health_timeout_s = health_interval_s, health_timeout_s
+        self.health_checks = 0
+        self._health_task: asyncio.Task | None = None
+        self._generating = 0
+        self._last_active = time.monotonic()
         self.state = STOPPED
         self.detail = ""
         self.ready: Ready | None = None
@@ -127,12 +140,17 @@ class EngineClient:
                 self._schedule_restart(f"start failed: {e or type(e).__name__}")
                 return False
             self._set_state(READY, f"{self.ready.backend} on {self.ready.device}")
+            if self._health_task is None or self._health_task.done():
+                self._health_task = asyncio.create_task(self._health_loop(),
+                                                        name="engine-health")
             return True
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the engine to be ready."""
         if self.state == READY:
             return True
+        if self.state in (FAILED, STOPPED):
+            return False  # nothing will make it ready without new settings
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._ready_event.wait(), timeout)
         return self.state == READY
@@ -165,10 +183,10 @@ class EngineClient:
         log.info("engine child %d: %s on %s, model %s, loaded in %.0f ms", msg.pid, msg.backend,
                  msg.device, msg.model_name, msg.load_ms)
 
-    async def _health_check(self) -> None:
-        """A known tiny prompt must generate within 30 s."""
+    async def _health_check(self, timeout: float = 30.0) -> None:
+        """A known tiny prompt must generate within `timeout` (TimeoutError if not)."""
         res = await self._request(Generate(id=next(self._ids), tokens=[0], max_tokens=1,
-                                           budget_s=30.0), timeout=30.0 + HUNG_GRACE_S)
+                                           budget_s=timeout), timeout=timeout)
         if not isinstance(res, Result):
             raise EngineUnavailable(f"health check failed: {getattr(res, 'message', res)}")
 
@@ -184,8 +202,9 @@ class EngineClient:
     async def close(self) -> None:
         """Stop the child for good."""
         self._closing = True
-        if self._restart_task is not None:
-            self._restart_task.cancel()
+        for task in (self._restart_task, self._health_task):
+            if task is not None:
+                task.cancel()
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(Exception):
                 await self._send(Shutdown())
@@ -239,6 +258,21 @@ class EngineClient:
         self._restart_task = None
         await self.start()
 
+    async def _health_loop(self) -> None:
+        """While idle, check every `health_interval_s` that generations still come back."""
+        while not self._closing:
+            await asyncio.sleep(self.health_interval_s)
+            idle = time.monotonic() - self._last_active >= self.health_interval_s
+            if self.state != READY or self._generating or not idle:
+                continue
+            self.health_checks += 1
+            try:
+                await self._health_check(self.health_timeout_s)
+            except TimeoutError:
+                await self.kill_hung(f"health check: no answer in {self.health_timeout_s:g} s")
+            except EngineUnavailable as e:
+                log.warning("health check failed: %s", e)
+
     async def kill_hung(self, why: str) -> None:
         """Kill the child (it stopped answering) and restart it."""
         log.warning("engine child hung (%s); killing it", why)
@@ -280,6 +314,7 @@ class EngineClient:
         self._pending[req_id] = fut
         timeout = (budget_s or 60.0) + HUNG_GRACE_S
         waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
+        self._generating += 1
         try:
             await self._send(Generate(id=req_id, tokens=list(tokens), max_tokens=max_tokens,
                                       budget_s=budget_s, stop_strings=list(stop_strings),
@@ -300,6 +335,8 @@ class EngineClient:
             await asyncio.shield(self._cancel(req_id))
             raise
         finally:
+            self._generating -= 1
+            self._last_active = time.monotonic()
             self._pending.pop(req_id, None)
             if waiter is not None:
                 waiter.cancel()
@@ -316,6 +353,18 @@ class EngineClient:
         except TimeoutError:
             raise EngineUnavailable("no pong") from None
         return (time.monotonic() - t0) * 1e3
+
+    async def counters(self, timeout: float = 2.0) -> dict[str, int]:
+        """The child's instrumentation counters; raises EngineUnavailable."""
+        try:
+            pong = await self._request(Ping(id=next(self._ids)), timeout)
+        except TimeoutError:
+            raise EngineUnavailable("no pong") from None
+        return dict(pong.counters)
+
+    async def tune_for_test(self, warm_hold_s: float) -> None:
+        """Make warm requests hold until preempted (honoured only with test hooks on)."""
+        await self._send(Tune(warm_hold_s=warm_hold_s))
 
     async def crash_for_test(self, how: str = "abort") -> None:
         """Ask the child to crash (honoured only with HYBRID_LSP_TEST_HOOKS=1)."""

@@ -9,17 +9,36 @@ and becomes an empty result.
 Cancellation: a new completion request supersedes the previous one (its cancel event is
 set; it answers empty); `$/cancelRequest` cancels the handler's task (pygls answers
 -32800) and the engine child is told to stop.
+
+Cache warming: when the repository context changes (a file opened, an index update, the
+cursor entering another top-level item) the server sends the engine a warm request (the
+prompt prefix for that cursor, `max_tokens=0`) after `WARM_DELAY_S`; a real request
+cancels it (and the child preempts it).
+
+File watching: with a client that registers watchers dynamically, the server registers
+`**/*.rs` and `**/Cargo.toml` and feeds `workspace/didChangeWatchedFiles` to the index's
+`Watcher` as hints; otherwise the watcher runs its own watchdog observer. Either way a
+reconcile scan decides what the index holds (indexer/watch.py).
+
+Every handler runs behind `guarded`: an exception is logged and counted (`failures`) and
+the request gets an error response; the server goes on. Test hooks (only with
+`HYBRID_LSP_TEST_HOOKS=1`): `hybridLsp.test.faults` makes handlers raise at a rate,
+`hybridLsp.test.crashEngine`, `hybridLsp.test.tuneEngine`, `hybridLsp.test.modelText`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.resources
 import logging
 import os
+import random
+import re
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +74,16 @@ from hybrid_lsp.transport import REDACT, HardenedProtocol
 log = logging.getLogger(__name__)
 
 CMD_STATUS, CMD_REINDEX = "hybridLsp.status", "hybridLsp.reindex"
-CMD_TEST_CRASH = "hybridLsp.test.crashEngine"
+CMD_TEST_CRASH, CMD_TEST_FAULTS = "hybridLsp.test.crashEngine", "hybridLsp.test.faults"
+CMD_TEST_TUNE, CMD_TEST_MODEL_TEXT = "hybridLsp.test.tuneEngine", "hybridLsp.test.modelText"
+TEST_HOOKS_ENV = "HYBRID_LSP_TEST_HOOKS"
 WARM_DELAY_S = 0.3
+#: Glob patterns registered with clients that watch files for us.
+WATCH_GLOBS = ("**/*.rs", "**/Cargo.toml")
+#: A top-level item starts at column 0 with one of these (cursor item changes warm the cache).
+_ITEM_START = re.compile(
+    r"^(?:pub(?:\([^)]*\))?\s+)?(?:unsafe\s+|async\s+|const\s+|extern\s+\S+\s+)*"
+    r"(?:fn|impl|struct|enum|trait|mod|union|type|macro_rules!)\b[^\n]*", re.M)
 #: Special-token text (`<|fim_middle|>`, ...) never reaches the editor.
 SPECIAL_TEXTS = tuple(special_token_strings().values())
 
@@ -64,6 +91,48 @@ SPECIAL_TEXTS = tuple(special_token_strings().values())
 def default_model_path() -> str:
     """The bundled demo model (engine/models/demo.gguf)."""
     return str(importlib.resources.files("engine").joinpath("models", "demo.gguf"))
+
+
+def test_hooks() -> bool:
+    """True when test hooks are enabled (`HYBRID_LSP_TEST_HOOKS=1`)."""
+    return os.environ.get(TEST_HOOKS_ENV) == "1"
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the fault-injection test hook."""
+
+
+class FaultInjector:
+    """Test hook: make handlers raise at `rate` (all methods, or only `methods`)."""
+
+    def __init__(self) -> None:
+        self.rate = 0.0
+        self.methods: frozenset[str] | None = None
+        self.injected = 0
+        self._rng = random.Random(0)
+
+    def configure(self, rate: float, methods: list[str] | None = None, seed: int = 0) -> None:
+        self.rate = max(0.0, min(1.0, float(rate)))
+        self.methods = frozenset(methods) if methods else None
+        self._rng = random.Random(seed)
+
+    def check(self, method: str) -> None:
+        """Raise InjectedFault for `method` with probability `rate`."""
+        if self.rate <= 0 or method.startswith("hybridLsp.test."):
+            return
+        if self.methods is not None and method not in self.methods:
+            return
+        if self._rng.random() < self.rate:
+            self.injected += 1
+            raise InjectedFault(f"injected fault in {method}")
+
+
+def current_item(text: str, offset: int) -> str:
+    """The first line of the top-level item the cursor is in ("" before the first one)."""
+    last = ""
+    for m in _ITEM_START.finditer(text, 0, offset):
+        last = m.group(0).strip()
+    return last
 
 
 class _Slot:
@@ -95,6 +164,14 @@ class HybridLanguageServer(LanguageServer):
         self.assembler = None      # indexer.context.ContextAssembler over it
         self.index_stats = None
         self._ctx_lock = threading.Lock()
+        self.faults = FaultInjector()
+        self.watcher = None        # indexer.watch.Watcher once the index exists
+        self.watch_mode = "off"    # "client" (registered watchers) or "watchdog"
+        self.model_text_override: str | None = None  # test hook for code actions
+        self.cursor: dict[str, int] = {}
+        self.active_uri: str | None = None
+        self._warm_keys: dict[str, tuple] = {}
+        self.warm_requests = 0
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Errors outside requests go to the (rate-limited) log, never to popups."""
@@ -138,11 +215,17 @@ class HybridLanguageServer(LanguageServer):
             self.window_show_message(types.ShowMessageParams(
                 type=types.MessageType.Error, message=f"hybrid-lsp: model not loaded: {e}"))
         if self.engine is None:
-            self.engine = EngineClient(config)
+            self.engine = EngineClient(config, **_health_settings())
             await self.engine.start()
         else:
             await self.engine.configure(config)
         self._warmed = ""
+        if self.active_uri is not None:
+            self.schedule_warm(self.active_uri, force=True)
+
+    def guard_failure(self, method: str) -> None:
+        """Count a failed handler (the caller logs it)."""
+        self.failures += 1
 
     def spawn(self, coro) -> asyncio.Task:
         """Run `coro` in the background, keeping a reference and logging its failure."""
@@ -243,11 +326,79 @@ class HybridLanguageServer(LanguageServer):
             self.index_stats = await asyncio.to_thread(index.reconcile, progress=report)
             self.index = index
             self._make_assembler()
+            self.start_watching(index)
+            self.index_updated()
         finally:
             if shown:
                 files = self.index_stats.files if self.index_stats else 0
                 progress.end(token, types.WorkDoneProgressEnd(message=f"{files} files indexed"))
         log.info("indexed %d files in %.2f s", self.index_stats.files, self.index_stats.seconds)
+
+    def start_watching(self, index) -> None:
+        """Keep the index current: a Watcher fed by the client's events or by watchdog."""
+        from indexer.watch import Watcher
+
+        client = self._client_watches()
+        loop = asyncio.get_running_loop()
+
+        def updated(changed: int) -> None:
+            loop.call_soon_threadsafe(self.index_updated)
+
+        kwargs: dict[str, Any] = {"on_update": updated}
+        if client:
+            kwargs["observer_factory"] = _NoObserver
+        self.watcher = Watcher(index, **kwargs)
+        self.watcher.start()
+        self.watch_mode = "client" if client else "watchdog"
+        if client:
+            self.spawn(self._register_watchers())
+        log.info("file watching: %s", self.watch_mode)
+
+    def _client_watches(self) -> bool:
+        ws = self.client_capabilities.workspace
+        cap = ws.did_change_watched_files if ws else None
+        return bool(cap and cap.dynamic_registration)
+
+    async def _register_watchers(self) -> None:
+        """Register our globs; a client that refuses gets the watchdog observer instead."""
+        reg = types.Registration(
+            id=f"hybrid-lsp-watch-{uuid.uuid4()}", method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+            register_options=types.DidChangeWatchedFilesRegistrationOptions(
+                watchers=[types.FileSystemWatcher(glob_pattern=g) for g in WATCH_GLOBS]))
+        try:
+            await asyncio.wait_for(self.client_register_capability_async(
+                types.RegistrationParams(registrations=[reg])), 10.0)
+        except Exception as e:  # refused or unanswered: watch the disk ourselves
+            log.warning("client did not register file watchers (%r); using watchdog", e)
+            await self.stop_watching()
+            if self.index is not None:
+                from indexer.watch import Watcher
+
+                loop = asyncio.get_running_loop()
+                self.watcher = Watcher(self.index, on_update=lambda n: loop.call_soon_threadsafe(
+                    self.index_updated))
+                self.watcher.start()
+                self.watch_mode = "watchdog"
+
+    async def stop_watching(self) -> None:
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            await asyncio.to_thread(watcher.stop)
+
+    def hint_paths(self, paths: list[str]) -> None:
+        """Changed paths (events, saves): hints for the watcher; a scan decides."""
+        if self.watcher is None:
+            return
+        for p in paths:
+            if p:
+                self.watcher.hint(p)
+
+    def index_updated(self) -> None:
+        """The index changed: drop derived caches and warm the engine for the new context."""
+        if self.assembler is not None:
+            self.assembler.invalidate()
+        if self.active_uri is not None:
+            self.schedule_warm(self.active_uri, force=True)
 
     def _make_assembler(self) -> None:
         from indexer.context import ContextAssembler
@@ -267,11 +418,13 @@ class HybridLanguageServer(LanguageServer):
             return None
         watch = Stopwatch()
         offset = offset_at(text, position, self.encoding)
+        self.cursor[uri], self.active_uri = offset, uri
         cached = self.cache.lookup(uri, text[:offset], text[offset:])
         if cached is not None:
             return cached, offset, text, f"hybrid-lsp · cache · {watch.ms:.0f} ms"
         if self._slot is not None:
             self._slot.cancel.set()
+        self.cancel_warm()
         slot = self._slot = _Slot()
         await asyncio.sleep(self.settings.completion.debounce_ms / 1e3)
         if slot.cancel.is_set():
@@ -313,24 +466,55 @@ class HybridLanguageServer(LanguageServer):
         return cut_at_markers(res.text, SPECIAL_TEXTS)
 
     # -- cache warming -------------------------------------------------------------------
-    def schedule_warm(self, uri: str) -> None:
-        """Warm the engine's KV cache with this file's prompt prefix, soon, in the background."""
-        if not self.settings.features.cache_warming or self.rust_text(uri) is None:
+    def note_cursor(self, uri: str, offset: int) -> None:
+        """The cursor moved (an edit): warm if it entered another top-level item."""
+        self.cursor[uri], self.active_uri = offset, uri
+        self.schedule_warm(uri)
+
+    def schedule_warm(self, uri: str, *, force: bool = False) -> None:
+        """Warm the engine's KV cache with the prompt prefix at the cursor, soon.
+
+        Without `force`, only when the context may have changed since the last warm of
+        `uri`: another top-level item at the cursor, or a newer index.
+        """
+        text = self.rust_text(uri)
+        if not self.settings.features.cache_warming or text is None:
             return
-        if self._warm_task is not None:
-            self._warm_task.cancel()
+        offset = min(self.cursor.get(uri, 0), len(text))
+        generation = getattr(self.index, "generation", 0)
+        key = (current_item(text, offset), generation, self.engine is not None and
+               self.engine.restarts)
+        if not force and self._warm_keys.get(uri) == key:
+            return
+        self._warm_keys[uri] = key
+        self.cancel_warm()
         self._warm_task = self.spawn(self._warm(uri))
+
+    def cancel_warm(self) -> None:
+        """Stop a pending or running warm request (a real request needs the engine)."""
+        if self._warm_task is not None and not self._warm_task.done():
+            self._warm_task.cancel()
+        self._warm_task = None
+
+    def _warm_ids(self, uri: str) -> list[int] | None:
+        text = self.rust_text(uri)
+        if text is None or self.prompts is None:
+            return None
+        offset = min(self.cursor.get(uri, 0), len(text))
+        req = self._request(uri, text, offset)
+        return self.prompts.warm_prefix(req.repo_name, req.context, req.path)
 
     async def _warm(self, uri: str) -> None:
         await asyncio.sleep(WARM_DELAY_S)
         if self.engine is None or self.prompts is None or self.engine.state != READY:
             return
-        req = self._request(uri, "", 0)
-        ids = await asyncio.to_thread(self.prompts.warm_prefix, req.repo_name, req.context,
-                                      req.path)
+        ids = await asyncio.to_thread(self._warm_ids, uri)
+        if not ids:
+            return
         digest = prompt_digest(ids)
         if digest == self._warmed or len(ids) >= self.engine.config.n_ctx:
             return
+        self.warm_requests += 1
         with contextlib.suppress(EngineUnavailable):
             res = await self.engine.generate(ids, max_tokens=0, budget_s=30.0, warm=True)
             if res is not None and res.stop_reason != "cancelled":
@@ -350,36 +534,86 @@ class HybridLanguageServer(LanguageServer):
                     out[str(path)] = path.read_text(encoding="utf-8")
         return out
 
-    async def resolve_action(self, kind: str, text: str, offset: int):
+    def action_sources(self, kind: str, text: str, offset: int) -> dict[str, str]:
+        """Sources that may define the trait or enum an action needs: open documents, then
+        the files the index names for it (the std stub included), else files on disk."""
+        name = actions.target_name(kind, text, offset)
+        out = {p: t for p, t in self.open_documents() if p.endswith(".rs") and not is_secret(p)}
+        if name is None:
+            return out
+        if self.index is None:
+            return {**self.workspace_sources(), **out}
+        for item in self.index.items_named(name):
+            if item.kind in ("trait", "enum") and item.path not in out:
+                body = self.index.text(item.path)
+                if body is not None and not is_secret(item.path):
+                    out[item.path] = body
+        return out
+
+    async def resolve_action(self, kind: str, text: str, offset: int
+                             ) -> tuple[actions.Insertion | None, str | None]:
         """(Insertion or None, title or None) for an action found at `offset`."""
-        if kind in (actions.IMPLEMENT_TRAIT, actions.FILL_MATCH):
-            sources = await asyncio.to_thread(self.workspace_sources)
-            fn = actions.implement_trait if kind == actions.IMPLEMENT_TRAIT else actions.fill_match
-            return await asyncio.to_thread(fn, text, offset, sources), None
+        if kind == actions.FILL_MATCH:
+            sources = await asyncio.to_thread(self.action_sources, kind, text, offset)
+            return await asyncio.to_thread(actions.fill_match, text, offset, sources), None
+        if kind == actions.IMPLEMENT_TRAIT:
+            return await self._implement_trait(text, offset)
         found = next((f for f in actions.find_actions(text, offset) if f.kind == kind), None)
         if found is None:
             return None, None
+        indent = actions.indent_of(text, found.start)
         if kind == actions.ADD_DOC:
-            indent = actions.indent_of(text, found.start)
             doc = await self._model_text(text[:found.start] + "/// ", "\n" + text[found.start:],
                                          stop="\n")
             line = doc.strip() if doc and doc.strip() else "TODO: document this item."
             return actions.Insertion(found.start, found.start, f"/// {line}\n{indent}"), None
         body_start = text.index("{", found.start) + 1
         body_end = found.end - 1
-        indent = actions.indent_of(text, found.start)
         raw = await self._model_text(text[:body_start] + "\n" + indent + "    ",
-                                     "\n" + indent + text[body_end:], stop="\n}")
-        body, from_model = actions.body_or_todo(raw or "")
-        inner = "\n".join(indent + "    " + ln.strip() for ln in body.splitlines())
-        title = None if from_model else f"{found.title} (todo!(): the model's body did not parse)"
-        return actions.Insertion(body_start, body_end, f"\n{inner}\n{indent}"), title
+                                     "\n" + indent + text[body_end:], stop="\n" + indent + "}")
+        ins = self._body_insertion(text, body_start, body_end, indent, raw)
+        if not actions.no_new_errors(text, ins):
+            ins = self._body_insertion(text, body_start, body_end, indent, None)
+            raw = raw or ""  # parsed alone, broke the file: it did not fit
+        note = actions.fallback_note(ins.fallbacks, {"body": raw}, named=False)
+        return ins, (found.title + note if note else None)
+
+    @staticmethod
+    def _body_insertion(text: str, start: int, end: int, indent: str,
+                        raw: str | None) -> actions.Insertion:
+        body, ok = actions.body_or_todo(raw or "")
+        inner = actions.reindent(body, indent + "    ")
+        return actions.Insertion(start, end, f"\n{inner}\n{indent}",
+                                 () if ok else ("body",))
+
+    async def _implement_trait(self, text: str, offset: int
+                               ) -> tuple[actions.Insertion | None, str | None]:
+        """The trait's missing items; model bodies where they parse, else `todo!()`."""
+        sources = await asyncio.to_thread(self.action_sources, actions.IMPLEMENT_TRAIT, text,
+                                          offset)
+        plan = await asyncio.to_thread(actions.plan_impl, text, offset, sources)
+        if plan is None:
+            return None, None
+        bodies: dict[str, str | None] = {}
+        for name, (prefix, suffix) in actions.body_slots(text, plan).items():
+            bodies[name] = await self._model_text(prefix, suffix,
+                                                  stop="\n" + plan.inner + "}")
+        ins = actions.render_impl(plan, bodies)
+        if not actions.no_new_errors(text, ins):  # parsed alone, broke the file together
+            bodies = {n: "" if b is None else b for n, b in bodies.items()}
+            ins = actions.render_impl(plan, {n: None for n in bodies})
+            ins = actions.Insertion(ins.at, ins.end, ins.text, tuple(bodies))
+        title = f"Implement missing items of {plan.trait}"
+        return ins, title + actions.fallback_note(ins.fallbacks, bodies)
 
     async def _model_text(self, prefix: str, suffix: str, stop: str) -> str | None:
         """A FIM generation for a code action (no debounce, no cache); None if unavailable."""
         c = self.settings.completion
+        if self.model_text_override is not None and test_hooks():
+            return self.model_text_override
         if self.engine is None or self.prompts is None or self.engine.state != READY:
             return None
+        self.cancel_warm()
         req = FimRequest(path="lib.rs", prefix=prefix, suffix=suffix)
         ids = await asyncio.to_thread(self.prompts.build, req, c.context_budget_tokens)
         try:
@@ -392,6 +626,7 @@ class HybridLanguageServer(LanguageServer):
 
     # -- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        """The status command's answer (see `status_async` for the engine's counters)."""
         eng = self.engine
         ready = eng.ready if eng is not None else None
         return {
@@ -409,14 +644,92 @@ class HybridLanguageServer(LanguageServer):
             "latencyMs": self.latencies.summary(),
             "cacheHits": self.cache.hits,
             "malformedMessages": self.protocol.malformed,
+            "failures": self.failures,
+            "faultsInjected": self.faults.injected,
+            "watching": self.watch_mode,
+            "warmRequests": self.warm_requests,
+            "healthChecks": eng.health_checks if eng else 0,
             "settings": to_wire(self.settings),
         }
+
+
+class _NoObserver:
+    """A watchdog observer stand-in for when the client watches files (events come in
+    `workspace/didChangeWatchedFiles`)."""
+
+    def schedule(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
+def _health_settings() -> dict[str, float]:
+    """Health-check period and timeout, overridable for tests through the environment."""
+    out = {}
+    for key, env in (("health_interval_s", "HYBRID_LSP_HEALTH_INTERVAL_S"),
+                     ("health_timeout_s", "HYBRID_LSP_HEALTH_TIMEOUT_S")):
+        with contextlib.suppress(KeyError, ValueError):
+            out[key] = float(os.environ[env])
+    return out
+
+
+def guarded(method: str, fn: Callable) -> Callable:
+    """Wrap a handler: injected faults (test hook), and every failure logged and counted.
+
+    The exception still propagates, so pygls answers a request with an error (-32603).
+    """
+    if asyncio.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def run_async(ls: HybridLanguageServer, *args: Any) -> Any:
+            try:
+                ls.faults.check(method)
+                return await fn(ls, *args)
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:
+                ls.guard_failure(method)
+                log.warning("%s failed: %r", method, e, exc_info=not isinstance(
+                    e, InjectedFault))
+                raise
+        return run_async
+
+    @functools.wraps(fn)
+    def run(ls: HybridLanguageServer, *args: Any) -> Any:
+        try:
+            ls.faults.check(method)
+            return fn(ls, *args)
+        except Exception as e:
+            ls.guard_failure(method)
+            log.warning("%s failed: %r", method, e, exc_info=not isinstance(e, InjectedFault))
+            raise
+    return run
 
 
 SERVER = HybridLanguageServer()
 
 
-@SERVER.feature(types.INITIALIZE)
+def feature(method: str, options: Any = None) -> Callable[[Callable], Callable]:
+    """`SERVER.feature`, with the handler behind `guarded`."""
+    def register(fn: Callable) -> Callable:
+        return SERVER.feature(method, options)(guarded(method, fn))
+    return register
+
+
+def command(name: str) -> Callable[[Callable], Callable]:
+    """`SERVER.command`, with the handler behind `guarded`."""
+    def register(fn: Callable) -> Callable:
+        return SERVER.command(name)(guarded(name, fn))
+    return register
+
+
+@feature(types.INITIALIZE)
 def initialize(ls: HybridLanguageServer, params: types.InitializeParams) -> None:
     root = params.root_uri or (params.workspace_folders[0].uri if params.workspace_folders
                                else None)
@@ -426,7 +739,7 @@ def initialize(ls: HybridLanguageServer, params: types.InitializeParams) -> None
     ls.apply_settings(params.initialization_options, "initializationOptions")
 
 
-@SERVER.feature(types.INITIALIZED)
+@feature(types.INITIALIZED)
 async def initialized(ls: HybridLanguageServer, params: types.InitializedParams) -> None:
     await pull_configuration(ls)
     ls.spawn(ls.start_engine())
@@ -448,7 +761,7 @@ async def pull_configuration(ls: HybridLanguageServer) -> None:
         ls.apply_settings(result[0], "workspace/configuration")
 
 
-@SERVER.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+@feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
 async def did_change_configuration(ls: HybridLanguageServer,
                                    params: types.DidChangeConfigurationParams) -> None:
     settings = params.settings
@@ -458,22 +771,30 @@ async def did_change_configuration(ls: HybridLanguageServer,
         await pull_configuration(ls)
 
 
-@SERVER.feature(types.TEXT_DOCUMENT_DID_OPEN)
+@feature(types.TEXT_DOCUMENT_DID_OPEN)
 async def did_open(ls: HybridLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
-    ls.schedule_warm(params.text_document.uri)
+    ls.active_uri = params.text_document.uri
+    ls.schedule_warm(params.text_document.uri, force=True)
 
 
-@SERVER.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+@feature(types.TEXT_DOCUMENT_DID_CHANGE)
 async def did_change(ls: HybridLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
-    ls.schedule_warm(params.text_document.uri)
+    uri = params.text_document.uri
+    last = params.content_changes[-1] if params.content_changes else None
+    if isinstance(last, types.TextDocumentContentChangePartial):
+        text = ls.rust_text(uri)
+        if text is not None:  # the cursor is at the end of the newest edit
+            ls.note_cursor(uri, offset_at(text, last.range.start, ls.encoding) + len(last.text))
+            return
+    ls.schedule_warm(uri)
 
 
-@SERVER.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+@feature(types.TEXT_DOCUMENT_DID_CLOSE)
 async def did_close(ls: HybridLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.cache.clear(params.text_document.uri)
 
 
-@SERVER.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+@feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
 async def inline_completion(ls: HybridLanguageServer, params: types.InlineCompletionParams
                             ) -> types.InlineCompletionList | None:
     if not ls.settings.features.inline_completion:
@@ -493,7 +814,7 @@ async def inline_completion(ls: HybridLanguageServer, params: types.InlineComple
                                                              ls.encoding)])
 
 
-@SERVER.feature(types.TEXT_DOCUMENT_COMPLETION,
+@feature(types.TEXT_DOCUMENT_COMPLETION,
                 types.CompletionOptions(trigger_characters=[".", ":", "("]))
 async def completion(ls: HybridLanguageServer, params: types.CompletionParams
                      ) -> types.CompletionList | None:
@@ -514,49 +835,42 @@ async def completion(ls: HybridLanguageServer, params: types.CompletionParams
     return types.CompletionList(is_incomplete=True, items=[item])
 
 
-@SERVER.command(CMD_STATUS)
+@command(CMD_STATUS)
 async def status(ls: HybridLanguageServer, *args: Any) -> dict[str, Any]:
-    return ls.status()
+    out = ls.status()
+    if ls.index is not None:
+        out["indexFiles"] = (await asyncio.to_thread(ls.index.totals))[0]
+    if ls.engine is not None and ls.engine.state == READY:
+        with contextlib.suppress(EngineUnavailable):
+            out["engineCounters"] = await ls.engine.counters()
+    return out
 
 
-@SERVER.command(CMD_REINDEX)
+@command(CMD_REINDEX)
 async def reindex(ls: HybridLanguageServer, *args: Any) -> dict[str, Any]:
-    ls.cache.clear()
     ls._warmed = ""
     if ls.index is not None:
         ls.index_stats = await asyncio.to_thread(ls.index.reconcile)
-        if ls.assembler is not None:
-            ls.assembler.invalidate()
+        ls.index_updated()
+        return {"indexFiles": (await asyncio.to_thread(ls.index.totals))[0]}
     return {"indexFiles": ls.status()["indexFiles"]}
 
 
-@SERVER.feature(types.TEXT_DOCUMENT_DID_SAVE)
+@feature(types.TEXT_DOCUMENT_DID_SAVE)
 async def did_save(ls: HybridLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
-    await refresh_paths(ls, [to_fs_path(params.text_document.uri) or ""])
+    ls.hint_paths([to_fs_path(params.text_document.uri) or ""])
 
 
-@SERVER.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+@feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
 async def did_change_watched_files(ls: HybridLanguageServer,
                                    params: types.DidChangeWatchedFilesParams) -> None:
-    await refresh_paths(ls, [to_fs_path(c.uri) or "" for c in params.changes])
+    ls.hint_paths([to_fs_path(c.uri) or "" for c in params.changes])
 
 
-async def refresh_paths(ls: HybridLanguageServer, paths: list[str]) -> None:
-    """Re-read changed files into the index (hints; the next reconcile decides)."""
-    if ls.index is None:
-        return
-    keys = [k for k in (ls.index.key_for(p) for p in paths if p) if k]
-    if keys:
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(ls.index.refresh, keys)
-        if ls.assembler is not None:
-            ls.assembler.invalidate()
-
-
-@SERVER.command(CMD_TEST_CRASH)
+@command(CMD_TEST_CRASH)
 async def crash_engine(ls: HybridLanguageServer, *args: Any) -> bool:
-    """Test hook: make the engine child abort (ignored unless HYBRID_LSP_TEST_HOOKS=1)."""
-    if ls.engine is None:
+    """Test hook: make the engine child abort, exit or hang (child needs test hooks on)."""
+    if ls.engine is None or not test_hooks():
         return False
     with contextlib.suppress(EngineUnavailable):
         await ls.engine.crash_for_test(str(args[0]) if args else "abort")
@@ -564,10 +878,41 @@ async def crash_engine(ls: HybridLanguageServer, *args: Any) -> bool:
     return False
 
 
+@command(CMD_TEST_TUNE)
+async def tune_engine(ls: HybridLanguageServer, *args: Any) -> bool:
+    """Test hook: `[warm_hold_s]`: warm requests hold until preempted (engine child)."""
+    if ls.engine is None or not test_hooks():
+        return False
+    with contextlib.suppress(EngineUnavailable):
+        await ls.engine.tune_for_test(float(args[0]) if args else 0.0)
+        return True
+    return False
+
+
+@command(CMD_TEST_FAULTS)
+async def set_faults(ls: HybridLanguageServer, *args: Any) -> bool:
+    """Test hook: `[rate, methods?, seed?]`: handlers raise at `rate` (0 turns it off)."""
+    if not test_hooks():
+        return False
+    rate = float(args[0]) if args else 0.0
+    methods = list(args[1]) if len(args) > 1 and args[1] else None
+    ls.faults.configure(rate, methods, int(args[2]) if len(args) > 2 else 0)
+    return True
+
+
+@command(CMD_TEST_MODEL_TEXT)
+async def set_model_text(ls: HybridLanguageServer, *args: Any) -> bool:
+    """Test hook: `[text or null]`: what the model "says" for code actions."""
+    if not test_hooks():
+        return False
+    ls.model_text_override = None if not args or args[0] is None else str(args[0])
+    return True
+
+
 CODE_ACTION_KIND = types.CodeActionKind.RefactorRewrite
 
 
-@SERVER.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
+@feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
     code_action_kinds=[CODE_ACTION_KIND], resolve_provider=True))
 async def code_action(ls: HybridLanguageServer, params: types.CodeActionParams
                       ) -> list[types.CodeAction] | None:
@@ -584,7 +929,7 @@ async def code_action(ls: HybridLanguageServer, params: types.CodeActionParams
         "kind": f.kind, "uri": params.text_document.uri, "offset": offset}) for f in found]
 
 
-@SERVER.feature(types.CODE_ACTION_RESOLVE)
+@feature(types.CODE_ACTION_RESOLVE)
 async def code_action_resolve(ls: HybridLanguageServer, action: types.CodeAction
                               ) -> types.CodeAction:
     data = action.data if isinstance(action.data, dict) else {}
@@ -598,6 +943,7 @@ async def code_action_resolve(ls: HybridLanguageServer, action: types.CodeAction
         log.exception("resolving a code action failed")
         return action
     if ins is None or not actions.no_new_errors(text, ins):
+        log.warning("code action %s: no edit that keeps the file parsing", data.get("kind"))
         return action
     action.title = title or action.title
     action.edit = types.WorkspaceEdit(changes={data["uri"]: [
@@ -605,7 +951,8 @@ async def code_action_resolve(ls: HybridLanguageServer, action: types.CodeAction
     return action
 
 
-@SERVER.feature(types.SHUTDOWN)
+@feature(types.SHUTDOWN)
 async def shutdown(ls: HybridLanguageServer, params: None) -> None:
+    await ls.stop_watching()
     if ls.engine is not None:
         await ls.engine.close()

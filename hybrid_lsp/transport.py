@@ -388,8 +388,21 @@ def log_file_path() -> Path:
     return Path(folder) / "server.log"
 
 
-def setup_logging(level: str = "info") -> Path | None:
-    """Root logging to stderr and a 1 MB x 3 rotating file; pygls' chatter capped at WARNING."""
+#: Size cap of the log file: `LOG_MAX_BYTES` per file, `LOG_BACKUPS` rotated copies kept.
+LOG_MAX_BYTES, LOG_BACKUPS = 1 << 20, 3
+LOG_MAX_BYTES_ENV = "HYBRID_LSP_LOG_MAX_BYTES"
+
+
+def setup_logging(level: str = "info", max_bytes: int | None = None) -> Path | None:
+    """Root logging to stderr and a size-capped rotating file (`LOG_MAX_BYTES` x
+    (1 + `LOG_BACKUPS`), or `$HYBRID_LSP_LOG_MAX_BYTES` per file); pygls' chatter capped
+    at WARNING."""
+    if max_bytes is None:
+        try:
+            max_bytes = int(os.environ.get(LOG_MAX_BYTES_ENV, LOG_MAX_BYTES))
+        except ValueError:
+            max_bytes = LOG_MAX_BYTES
+    max_bytes = max(max_bytes, 4096)
     root = logging.getLogger()
     root.setLevel(level.upper())
     fmt = logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
@@ -400,8 +413,8 @@ def setup_logging(level: str = "info") -> Path | None:
     path: Path | None = log_file_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fh = logging.handlers.RotatingFileHandler(path, maxBytes=1 << 20, backupCount=3,
-                                                  encoding="utf-8")
+        fh = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes,
+                                                  backupCount=LOG_BACKUPS, encoding="utf-8")
         fh.setFormatter(fmt)
         fh.addFilter(REDACT)
         root.addHandler(fh)

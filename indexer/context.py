@@ -249,8 +249,9 @@ class ContextAssembler:
         key = (path, key_item, budget)
         recomputed = False
         repo = self._repo
+        counts = self.count.lines(lines)
         if repo is None or repo.key != key or not self._still_valid(repo):
-            file_now = sum(self.count.lines(lines))
+            file_now = sum(counts)
             reserve = min(file_now + GROWTH_TOKENS, int(budget * CURRENT_FILE_SHARE))
             repo_budget = max(0, budget - overhead - reserve)
             repo = self._repo = self._compute_repo(key, path, fi, item, text, repo_budget,
@@ -258,13 +259,13 @@ class ContextAssembler:
             recomputed = True
         avail = max(0, int((budget - overhead - repo.tokens) * (1 - FIM_SLACK)))
         line = min(line, len(lines))
-        pre_full, suf_full = full_sizes(lines, line, col, self.count)
+        pre_full, suf_full = full_sizes(lines, line, col, self.count, counts)
         # A cut suffix gets a fixed share, so that typing (a growing prefix) leaves it alone.
         s_budget = suf_full if pre_full + suf_full <= avail else min(
             suf_full, int(avail * SUFFIX_SHARE))
         split = split_fim(lines, line, col, prefix_budget=avail - s_budget,
                           suffix_budget=s_budget, counter=self.count,
-                          boundaries=self._boundaries(fi))
+                          boundaries=self._boundaries(fi), counts=counts)
         file_tokens = 1 + self.count(f"{path}\n") + 3 + split.prefix_tokens + split.suffix_tokens
         return Context(
             repo_name=self.repo_name, path=path, prefix=split.prefix, suffix=split.suffix,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 #: A truncated side's cut moves to an item boundary at most this many lines away.
 SNAP_MAX_LINES = 12
@@ -48,13 +49,15 @@ class LineCounter:
     def lines(self, lines: Sequence[str]) -> list[int]:
         """Counts of many lines."""
         get = self._cache.get
+        out = [get(s) for s in lines]
+        if None not in out:
+            return cast(list[int], out)
         if self.count_many is not None:
-            miss = list({s for s in lines if s and get(s) is None})
-            if miss:
-                if len(self._cache) + len(miss) >= self.max_entries:
-                    self._cache.clear()
-                self._cache.update(zip(miss, self.count_many(miss), strict=True))
-                self.misses += len(miss)
+            miss = list({s for s, n in zip(lines, out, strict=True) if n is None and s})
+            if len(self._cache) + len(miss) >= self.max_entries:
+                self._cache.clear()
+            self._cache.update(zip(miss, self.count_many(miss), strict=True))
+            self.misses += len(miss)
         return [n if (n := get(s)) is not None else self(s) for s in lines]
 
 
@@ -81,9 +84,11 @@ def split_lines(text: str) -> list[str]:
     return out
 
 
-def full_sizes(lines: Sequence[str], line: int, col: int, counter: LineCounter) -> tuple[int, int]:
-    """Untruncated token estimates of the prefix and suffix at (line, col)."""
-    counts = counter.lines(lines)
+def full_sizes(lines: Sequence[str], line: int, col: int, counter: LineCounter,
+               counts: Sequence[int] | None = None) -> tuple[int, int]:
+    """Untruncated token estimates of the prefix and suffix at (line, col); `counts`:
+    `counter.lines(lines)` when the caller has it."""
+    counts = counter.lines(lines) if counts is None else counts
     cur = lines[line] if line < len(lines) else ""
     return (sum(counts[:line]) + counter(cur[:col]),
             counter(cur[col:]) + sum(counts[line + 1:]))
@@ -98,8 +103,10 @@ def split_fim(
     suffix_budget: int,
     counter: LineCounter,
     boundaries: Sequence[int] = (),
+    counts: Sequence[int] | None = None,
 ) -> FimSplit:
-    """Split at (line, col), 0-based, col in code points; `boundaries`: sorted clean cut lines.
+    """Split at (line, col), 0-based, col in code points; `boundaries`: sorted clean cut lines;
+    `counts`: `counter.lines(lines)` when the caller has it.
 
     A cut "at line k" keeps lines k.. in the prefix, or ..k-1 in the suffix.
     """
@@ -108,7 +115,7 @@ def split_fim(
     cur = lines[line] if line < len(lines) else ""
     col = min(col, len(cur.rstrip("\n")))
     head, tail = cur[:col], cur[col:]
-    counts = counter.lines(lines)
+    counts = counter.lines(lines) if counts is None else counts
     p_budget, s_budget = prefix_budget, suffix_budget
 
     head, head_n = _fit_head(head, p_budget, counter)

@@ -124,8 +124,18 @@ class RefGraph:
         self._pt = (sparse.diags(inv) @ w).T.tocsr()
         self._dangling = self.out_weight == 0
         # One id per (definer, identifier) pair, to sum the spread rank of each pair.
-        pair_key = self.dst * max(1, len(self.names)) + self.ident
+        n_names = max(1, len(self.names))
+        pair_key = self.dst * n_names + self.ident
         self._pairs, self._pair_of_edge = np.unique(pair_key, return_inverse=True)
+        self._pair_dst = self._pairs // n_names
+        self._pair_ident = self._pairs % n_names
+        # Per request, a pair's rank is sum over its edges of rank[src] * w / out[src]; the
+        # boost of a mentioned identifier is the same on all edges of a pair, so that is
+        # boost(pair) * (edge weights, pairs x files) @ (rank / boosted out-weight).
+        self._pair_src = sparse.csr_matrix(
+            (self.weight, (self._pair_of_edge.ravel(), self.src)), shape=(len(self._pairs), n))
+        self._src_ident = sparse.csc_matrix((self.weight, (self.src, self.ident)),
+                                            shape=(n, n_names))
         self.name_id = name_id
 
     @classmethod
@@ -176,17 +186,17 @@ class RefGraph:
         if len(self.src) == 0:
             return
         rank = self.pagerank(personalization)
-        w = self.weight
-        ids = [self.name_id[m] for m in mentioned if m in self.name_id]
-        if ids:
-            w = np.where(np.isin(self.ident, ids), w * MENTIONED_BOOST, w)
+        ids = sorted({self.name_id[m] for m in mentioned if m in self.name_id})
         # Each file's rank flows out along its edges, in proportion to their weights.
-        out = np.bincount(self.src, weights=w, minlength=len(self.paths))
-        contrib = rank[self.src] * w / out[self.src]
-        totals = np.bincount(self._pair_of_edge, weights=contrib, minlength=len(self._pairs))
-        n_names = max(1, len(self.names))
-        dst = self._pairs // n_names
-        ident = self._pairs % n_names
+        out = self.out_weight
+        if ids:
+            extra = np.asarray(self._src_ident[:, ids].sum(axis=1)).ravel()
+            out = out + (MENTIONED_BOOST - 1) * extra
+        per_out = np.divide(rank, out, out=np.zeros_like(rank), where=out > 0)
+        totals = self._pair_src @ per_out
+        dst, ident = self._pair_dst, self._pair_ident
+        if ids:
+            totals = np.where(np.isin(ident, ids), totals * MENTIONED_BOOST, totals)
         # Paths and names are sorted, so node and name ids order ties by path, then name.
         order = np.lexsort((ident, dst, -np.round(totals, 12)))
         if limit is not None:

@@ -55,17 +55,19 @@ class _FileVersion:
         self.sk = sk
         self.header = header                    # `<|file_sep|>{path}\n` + the final "\n"
         self.costs: list[int] | None = None     # per node: tokens of its own lines
-        self.closure: dict[str, frozenset[int]] = {}
+        self.closure: dict[str, tuple[frozenset[int], int]] = {}
 
-    def nodes_of(self, name: str) -> frozenset[int]:
-        """The nodes `name` brings into a skeleton: its items and their containers."""
+    def nodes_of(self, name: str) -> tuple[frozenset[int], int]:
+        """The nodes `name` brings into a skeleton (its items and their containers) and
+        their summed token estimate; `costs` must be filled."""
         got = self.closure.get(name)
         if got is None:
             out: set[int] = set()
             for i in self.sk.indices([name]):
                 out.add(i)
                 out.update(self.sk.ancestors(i))
-            got = self.closure[name] = frozenset(out)
+            costs = self.costs or []
+            got = self.closure[name] = (frozenset(out), sum(costs[i] for i in out))
         return got
 
 
@@ -103,10 +105,15 @@ class RepoMapper:
             v.costs = [next(counts) for _ in v.sk.nodes]
         return len(todo)
 
-    def _costs(self, v: _FileVersion) -> list[int]:
+    def _lookup(self, path: str) -> tuple[FileIndex, _FileVersion] | None:
+        """The file's index record and version, its node estimates filled."""
+        fi = self.index.file(path)
+        if fi is None:
+            return None
+        v = self._version(fi)
         if v.costs is None:
             v.costs = self.tokens.count_many(_node_text(v.sk, i) for i in range(len(v.sk.nodes)))
-        return v.costs
+        return fi, v
 
     def build(self, graph: RefGraph, path: str, definition_files: list[str],
               mentioned: set[str], shown: set[tuple[str, str]], budget: int) -> list[MapFile]:
@@ -117,37 +124,47 @@ class RepoMapper:
         personal = personalization_for(path, definition_files)
         ranked = graph.iter_ranked(personal, mentioned,
                                    limit=max(64, budget // MAP_TOKENS_PER_PAIR))
+        looked: dict[str, tuple[FileIndex, _FileVersion] | None] = {}
         files: dict[str, tuple[FileIndex, _FileVersion]] = {}
         names: dict[str, list[str]] = {}
         score: dict[str, float] = {}
         counted: dict[str, frozenset[int]] = {}
         total = 0
-        index_file = self.index.file
         for r_path, r_name, r_score in ranked:
-            if r_path == path or (r_path, r_name) in shown:
+            if r_path == path or (shown and (r_path, r_name) in shown):
                 continue
-            got = files.get(r_path)
+            got = looked.get(r_path, False)
+            if got is False:
+                got = looked[r_path] = self._lookup(r_path)
             if got is None:
-                fi = index_file(r_path)
-                if fi is None:
-                    continue
-                got = (fi, self._version(fi))
-            v = got[1]
-            seen = counted.get(r_path)
-            new = v.nodes_of(r_name)
-            if seen is not None:
-                new = new - seen
-            if not new:
                 continue
-            costs = self._costs(v)
-            add = sum(costs[i] for i in new) + (v.header if seen is None else 0)
+            v = got[1]
+            nodes, add = v.nodes_of(r_name)
+            if not nodes:
+                continue
+            seen = counted.get(r_path)
+            if seen is None:
+                new = nodes
+                add += v.header
+            else:
+                new = nodes - seen
+                if not new:
+                    continue
+                if len(new) < len(nodes):
+                    costs = v.costs or []
+                    add = sum(costs[i] for i in new)
             if total + add > budget:
                 break
             total += add
-            files[r_path] = got
-            counted[r_path] = new if seen is None else seen | new
-            names.setdefault(r_path, []).append(r_name)
-            score[r_path] = score.get(r_path, 0.0) + r_score
+            if seen is None:
+                files[r_path] = got
+                counted[r_path] = new
+                names[r_path] = [r_name]
+                score[r_path] = r_score
+            else:
+                counted[r_path] = seen | new
+                names[r_path].append(r_name)
+                score[r_path] += r_score
         out = []
         for p in sorted(names):
             fi, v = files[p]

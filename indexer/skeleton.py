@@ -60,6 +60,7 @@ class FileSkeleton:
         for i, n in enumerate(nodes):
             if n.parent >= 0:
                 self.children[n.parent].append(i)
+        self._leaves: dict[int, list[str]] = {}     # rendered lines of non-containers
         self._by_name: dict[str, list[int]] = {}
         for i, n in enumerate(nodes):
             if n.parent != -2:
@@ -95,8 +96,8 @@ class FileSkeleton:
         an item with the members that come along with it (fields, variants, trait items)."""
         it = self.nodes[i].item
         if it.kind in _WHOLE:
-            return self._render_node(i, {i}, {i})
-        return self._render_node(i, set(), {i})
+            return list(self._render_node(i, {i}, {i}))
+        return list(self._render_node(i, set(), {i}))
 
     def render(self, names: Collection[str]) -> str:
         """Skeleton of the items called `names`, in source order."""
@@ -124,6 +125,9 @@ class FileSkeleton:
                      standalone: bool = False) -> list[str]:
         n = self.nodes[i]
         it = n.item
+        leaf = not standalone and it.kind not in _CONTAINERS
+        if leaf and (got := self._leaves.get(i)) is not None:
+            return got  # the same lines whatever is shown around it
         ind = "" if standalone else _INDENT * n.depth
         out = [f"{ind}/// {d}\n" if d else f"{ind}///\n"
                for d in it.doc.split("\n")[:DOC_MAX_LINES] if it.doc]
@@ -154,6 +158,8 @@ class FileSkeleton:
             out.append(f"{ind}{sig};\n")
         else:
             out.append(f"{ind}{sig};\n")
+        if leaf:
+            self._leaves[i] = out
         return out
 
     def container_of(self, item: Item) -> Item | None:

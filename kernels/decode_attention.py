@@ -164,7 +164,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_sta
     stages = 1
     if not interpreting():
         stages = max(s for s in (2, 3, 4) if s == 2
-                     or attn_smem_bytes(block_r, block_n, D, s) <= smem_cap())
+                     or attn_smem_bytes(block_r, block_n, D, s, elem=q.element_size())
+                     <= smem_cap())
     qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634  # 1/sqrt(D) * 1/ln(2) for exp2
     _decode_split_kernel[(n_splits, B * Hkv)](
         q, k, v, opart, mpart, lpart, cnt,

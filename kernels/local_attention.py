@@ -76,8 +76,8 @@ def _attn_fwd_kernel(
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
     Hq, Tq, Tk, q_start, k_start, window, qk_scale,
-    TQ_KEY, LOCAL,  # autotune keys only
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+    GROUP, TQ_KEY, LOCAL,  # TQ_KEY, LOCAL: autotune keys only
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, COUNT: tl.constexpr,
 ):
     """One program: BLOCK_M queries of one head against the key blocks in their window."""
@@ -151,7 +151,7 @@ _FWD_CONFIGS = [
 ]
 
 _attn_fwd_tuned = triton.autotune(
-    configs=_FWD_CONFIGS, key=["TQ_KEY", "LOCAL", "HEAD_DIM", "GROUP"],
+    configs=_FWD_CONFIGS, key=["TQ_KEY", "LOCAL", "HEAD_DIM"],
     prune_configs_by={"early_config_prune": prune_attn_configs},
 )(_attn_fwd_kernel)
 
@@ -181,7 +181,7 @@ def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: 
     common = (
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        Hq, Tq, Tk, q_start, k_start, window, qk_scale,
+        Hq, Tq, Tk, q_start, k_start, window, qk_scale, Hq // Hkv,
     )
     keys = (triton.next_power_of_2(Tq), int(window < NO_WINDOW))
     if block is None and interpreting():
@@ -190,14 +190,14 @@ def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: 
         def grid(meta: dict) -> tuple[int, int]:
             return (triton.cdiv(Tq, meta["BLOCK_M"]), B * Hq)
         _attn_fwd_tuned[grid](q, k, v, out, out, *common, *keys,
-                              GROUP=Hq // Hkv, HEAD_DIM=D, COUNT=False)
+                              HEAD_DIM=D, COUNT=False)
         return out, None
     bm, bn = block
     n_m = triton.cdiv(Tq, bm)
     cnt = torch.full((B * Hq, n_m), -1, dtype=torch.int32, device=q.device) if count else out
     _attn_fwd_kernel[(n_m, B * Hq)](
         q, k, v, out, cnt, *common, *keys,
-        GROUP=Hq // Hkv, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, COUNT=count,
+        HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, COUNT=count,
         num_warps=4, num_stages=2 if not interpreting() else 1,
     )
     return out, (cnt if count else None)

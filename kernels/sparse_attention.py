@@ -33,6 +33,9 @@ from kernels._utils import check_qkv, interpreting, next_pow2
 from kernels.local_attention import NO_WINDOW, _attn_fwd_inner
 from kernels.reference import attention_mask
 
+# Jitted code reads module globals only as constexpr.
+_NO_WINDOW = tl.constexpr(NO_WINDOW)
+
 
 @triton.jit
 def _pool_keys_kernel(K, Pk, stride_kb, stride_kh, stride_kn, Hkv, Tk, k_start, n_kb,
@@ -178,10 +181,10 @@ def _sparse_fwd_kernel(
     fe = tl.maximum(tl.minimum(fe, (Tk // BLOCK_N) * BLOCK_N), j_lo)
     acc, m_i, l_i, n_vis = _attn_fwd_inner(
         acc, m_i, l_i, n_vis, q, k_base, v_base, stride_kn, stride_vn, q_pos, offs_n, offs_d,
-        j_lo, tl.minimum(fe, j_hi), k_start, Tk, NO_WINDOW, qk_scale, False, BLOCK_N)
+        j_lo, tl.minimum(fe, j_hi), k_start, Tk, _NO_WINDOW, qk_scale, False, BLOCK_N)
     acc, m_i, l_i, n_vis = _attn_fwd_inner(
         acc, m_i, l_i, n_vis, q, k_base, v_base, stride_kn, stride_vn, q_pos, offs_n, offs_d,
-        fe, j_hi, k_start, Tk, NO_WINDOW, qk_scale, True, BLOCK_N)
+        fe, j_hi, k_start, Tk, _NO_WINDOW, qk_scale, True, BLOCK_N)
     # -- epilogue --
     l_i = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_i[:, None]

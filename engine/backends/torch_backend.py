@@ -112,6 +112,6 @@ class TorchBackend:
 
     def _forward(self, tokens: list[int], start: int) -> np.ndarray:
         idx = torch.tensor([tokens], dtype=torch.long, device=self.device)  # (1, T)
-        logits = self.model(idx, start=start)  # (1, T, vocab)
+        logits = self.model(idx, start=start, last_only=True)  # (1, 1, vocab)
         return logits[0, -1].float().cpu().numpy()
 

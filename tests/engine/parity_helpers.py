@@ -15,7 +15,8 @@ from engine.model import Transformer
 RUST_SNIPPETS = [
     "fn main() {\n    println!(\"hello, world\");\n}\n",
     "pub struct Point { pub x: f64, pub y: f64 }\n",
-    "impl Point {\n    pub fn norm(&self) -> f64 { (self.x * self.x + self.y * self.y).sqrt() }\n}\n",
+    "impl Point {\n    pub fn norm(&self) -> f64 { (self.x * self.x + self.y * self.y).sqrt() }"
+    "\n}\n",
     "use std::collections::HashMap;\nlet mut m: HashMap<String, usize> = HashMap::new();\n",
     "match value {\n    Some(v) => v,\n    None => return Err(Error::Missing),\n}\n",
     "#[derive(Debug, Clone, PartialEq)]\nenum Token { Ident(String), Number(i64), Eof }\n",
@@ -64,7 +65,7 @@ def random_model(args: ModelArgs, seed: int = 0, std: float = 0.02, emb_std: flo
         if emb_std is not None:
             m.tok_embeddings.weight.copy_(torch.randn(m.tok_embeddings.weight.shape, generator=g)
                                           * emb_std)
-        for name, p in m.named_parameters():
+        for p in m.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn(p.shape, generator=g) * norm_noise)
     return m.eval()

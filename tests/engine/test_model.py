@@ -135,3 +135,15 @@ def test_forward_rejects_positions_past_context():
     m = Transformer(args)
     with pytest.raises(ValueError, match="context_length"):
         m(torch.zeros(1, 8, dtype=torch.long), start=30)
+
+
+def test_last_only_equals_last_row():
+    args = ModelArgs(vocab_size=40, dim=32, n_layer=2, n_head=4, n_kv_head=2, ffn_dim=64,
+                     window=4, global_every=2)
+    m = Transformer(args)
+    m.init_weights(seed=3)
+    x = torch.randint(0, 40, (2, 11))
+    with torch.no_grad():
+        full, last = m(x), m(x, last_only=True)
+    assert last.shape == (2, 1, 40)
+    assert torch.allclose(full[:, -1:], last, atol=1e-6)

@@ -28,11 +28,12 @@ def make_workspace(tmp: Path) -> Path:
     return ws
 
 
-def server_env(tmp: Path) -> dict[str, str]:
+def server_env(tmp: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(HYBRID_LSP_LOG_DIR=str(tmp / "logs"), HYBRID_LSP_TEST_HOOKS="1",
                HYBRID_LSP_CACHE_DIR=str(tmp / "cache"),
                PYTHONPATH=str(ROOT))
+    env.update(extra or {})
     return env
 
 
@@ -44,11 +45,21 @@ def server_command() -> list[str]:
 async def lsp_session(tmp: Path, model: Path, ws: Path, *, backend: str,
                       settings: dict[str, Any] | None = None,
                       capabilities: str = "visual-studio-code",
-                      command: list[str] | None = None) -> AsyncIterator[LanguageClient]:
-    """An initialized client whose server has a ready engine."""
+                      command: list[str] | None = None, env: dict[str, str] | None = None,
+                      registrations: list | None = None) -> AsyncIterator[LanguageClient]:
+    """An initialized client whose server has a ready engine.
+
+    `registrations`: when a list, the client accepts `client/registerCapability` and
+    appends each registration to it (pytest-lsp's client would refuse it).
+    """
     config = ClientServerConfig(server_command=command or server_command(),
-                                server_env=server_env(tmp))
+                                server_env=server_env(tmp, env))
     client: LanguageClient = await config.start()
+    if registrations is not None:
+        @client.feature(types.CLIENT_REGISTER_CAPABILITY)
+        def register(params: types.RegistrationParams) -> None:
+            registrations.extend(params.registrations)
+
     options = {"model": {"path": str(model), "backend": backend},
                "completion": {"debounceMs": 0, "latencyBudgetMs": 5000, "maxTokens": 16,
                               "contextBudgetTokens": 1024}}
@@ -62,6 +73,24 @@ async def lsp_session(tmp: Path, model: Path, ws: Path, *, backend: str,
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.shutdown_session(), 10)
+
+
+async def command(client: LanguageClient, name: str, *args: Any) -> Any:
+    return await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=name, arguments=list(args)))
+
+
+async def poll(client: LanguageClient, check, timeout: float = 20.0) -> dict[str, Any]:
+    """Status until `check(status)` holds (AssertionError with the last status if not)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        st = await status(client)
+        if check(st):
+            return st
+        if loop.time() > end:
+            raise AssertionError(f"condition not met in {timeout} s: {st}")
+        await asyncio.sleep(0.1)
 
 
 async def status(client: LanguageClient) -> dict[str, Any]:

@@ -9,8 +9,9 @@ import torch
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 # Interpreter tests run on the CPU; on a GPU machine the same small cases run compiled.
 DEVICE = "cpu" if INTERPRET or not torch.cuda.is_available() else "cuda"
-# Relative error (norm) the dtype allows against the fp32 reference; fp32 covers tf32 on GPUs.
-TOL = {torch.float16: 1e-3, torch.bfloat16: 1e-2, torch.float32: 1e-3}
+# Relative error (norm) the dtype allows against the fp32 reference. On a GPU an fp32 tl.dot
+# runs in tf32 (10-bit mantissa), which a 1e-3 bound failed on the H100 [2026-11-23]: 3e-3 there.
+TOL = {torch.float16: 1e-3, torch.bfloat16: 1e-2, torch.float32: 1e-3 if DEVICE == "cpu" else 3e-3}
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

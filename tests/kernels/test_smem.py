@@ -25,7 +25,7 @@ def compile_shared(arch: int, head_dim: int, cfg: dict) -> int:
 
     fn = _attn_fwd_kernel
     names = fn.arg_names
-    consts = {"GROUP": 4, "HEAD_DIM": head_dim, "COUNT": False,
+    consts = {"HEAD_DIM": head_dim, "COUNT": False,
               "BLOCK_M": cfg["BLOCK_M"], "BLOCK_N": cfg["BLOCK_N"]}
     sig = {}
     for n in names:
