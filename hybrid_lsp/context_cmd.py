@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import random
 import statistics
 import sys
@@ -39,6 +40,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "engine" / "models" / "dem
 #: stay fast; 4K tokens re-evaluate in ~0.1-0.2 s there). The GPU default is 64K.
 DEFAULT_BUDGET_CPU = 4096
 DEFAULT_BUDGET_GPU = 65536
+#: Environment variable naming the index database folder (as for the server).
+CACHE_DIR_ENV = "HYBRID_LSP_CACHE_DIR"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -55,6 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="model file whose tokenizer counts tokens (default: %(default)s)")
     p.add_argument("--root", default=None,
                    help="workspace folder (default: the nearest Cargo workspace or package)")
+    p.add_argument("--cache-dir", default=None,
+                   help=f"folder for the index database (default: ${CACHE_DIR_ENV}, else "
+                        "the user cache folder)")
     p.set_defaults(func=run)
     return p
 
@@ -86,7 +92,19 @@ def find_root(path: Path) -> Path:
     return package or path.resolve().parent
 
 
-def load_index(root: Path) -> MemoryIndex:
+def load_index(root: Path, cache_dir: str | None = None) -> IndexView:
+    """The workspace's persistent index (`indexer.store.Index`, the database the server
+    uses), brought up to date with the disk; in memory when the store is absent."""
+    try:
+        from indexer.store import Index
+    except ImportError:  # the store is not part of this checkout
+        return load_memory_index(root)
+    index = Index([str(root)], cache_dir=cache_dir or os.environ.get(CACHE_DIR_ENV))
+    index.reconcile()
+    return index
+
+
+def load_memory_index(root: Path) -> MemoryIndex:
     """Index a workspace in memory (parse in-process; std from rust-src or the stub)."""
     found = discover([root], ScanOptions(include_deps=False))
     parsed = []
@@ -145,17 +163,22 @@ def run(args: argparse.Namespace) -> int:
         return 2
     root = Path(args.root).resolve() if args.root else find_root(path)
     t0 = time.perf_counter()
-    index = load_index(root)
+    index = load_index(root, args.cache_dir)
     t_index = time.perf_counter() - t0
-    count, counting = token_counter(args.model)
-    rel = path.resolve().relative_to(root).as_posix()
-    text = index.text(rel)
-    if text is None:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    asm = ContextAssembler(index, count, special_token_strings(), repo_name=root.name)
-    t1 = time.perf_counter()
-    ctx = asm.assemble(rel, text, line - 1, col - 1, budget=args.budget)
-    t_ctx = time.perf_counter() - t1
+    try:
+        count, counting = token_counter(args.model)
+        rel = path.resolve().relative_to(root).as_posix()
+        text = index.text(rel)
+        if text is None:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        asm = ContextAssembler(index, count, special_token_strings(), repo_name=root.name)
+        t1 = time.perf_counter()
+        ctx = asm.assemble(rel, text, line - 1, col - 1, budget=args.budget)
+        t_ctx = time.perf_counter() - t1
+    finally:
+        close = getattr(index, "close", None)
+        if close is not None:
+            close()  # the store writes the token counts it buffered
     if args.json:
         sys.stdout.write(json.dumps(to_json(ctx, counting, t_index, t_ctx)) + "\n")
     else:

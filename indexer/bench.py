@@ -8,6 +8,7 @@ cold >= 4 MB/s, warm start <= 1 s for 30 MB, single-file update <= 20 ms p95.
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 import time
 from collections.abc import Sequence
@@ -20,9 +21,9 @@ from indexer.parse import language
 from indexer.store import Index
 from indexer.workspace import ScanOptions, discover
 
-#: Files edited for the update-latency figure (the largest ones under 64 kB: typical edits).
-UPDATE_FILES = 40
-UPDATE_MAX_BYTES = 64_000
+#: Keystrokes timed for the update-latency figure, typed into the file closest to 200 kB.
+UPDATE_KEYSTROKES = 200
+TYPING_FILE_BYTES = 200_000
 
 
 @dataclass
@@ -54,7 +55,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def bench_index(roots: Sequence[str | os.PathLike[str]], *, workers: int | None = None,
                 options: ScanOptions | None = None, cache_dir: str | None = None,
-                updates: int = UPDATE_FILES) -> IndexBench:
+                updates: int = UPDATE_KEYSTROKES) -> IndexBench:
     """Run the index benchmark on `roots` with a throw-away database."""
     options = options or ScanOptions(include_deps=False, include_std=False)
     found = discover(roots, options)
@@ -91,13 +92,33 @@ def bench_index(roots: Sequence[str | os.PathLike[str]], *, workers: int | None 
         items=st.items, skipped=len(st.skipped))
 
 
-def _update_latencies(index: Index, files: list, sources: list[bytes], n: int) -> list[float]:
-    """Time `update_text` (parse + replace one file's rows) with an edit per call."""
-    candidates = sorted((i for i, s in enumerate(sources) if len(s) <= UPDATE_MAX_BYTES),
-                        key=lambda i: -len(sources[i]))[:n]
+def typing_edits(source: bytes, n: int, seed: int = 0) -> list[str]:
+    """`n` successive buffer texts of someone typing into `source`: at a few line starts
+    inside the file, a statement is typed one character per keystroke, then erased."""
+    rng = random.Random(seed)
+    text = source.decode("utf-8", "replace")
+    lines = [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+    out: list[str] = []
+    while len(out) < n:
+        at = rng.choice(lines) if lines else 0
+        stmt = "    let value = compute(a, b + 1);\n"
+        for k in range(1, len(stmt) + 1):
+            out.append(text[:at] + stmt[:k] + text[at:])
+        for k in range(len(stmt) - 1, -1, -1):
+            out.append(text[:at] + stmt[:k] + text[at:])
+    return out[:n]
+
+
+def _update_latencies(index: Index, files: list, sources: list[bytes],
+                      n: int) -> list[float]:
+    """Time `update_text` (incremental parse + replace the file's rows) per keystroke on
+    the file closest to `TYPING_FILE_BYTES` (the first, full update is not counted)."""
+    if not sources:
+        return []
+    i = min(range(len(sources)), key=lambda k: abs(len(sources[k]) - TYPING_FILE_BYTES))
+    index.update_text(files[i].path, sources[i].decode("utf-8", "replace"))
     out = []
-    for k, i in enumerate(candidates):
-        text = sources[i].decode("utf-8", "replace") + f"\n// edit {k}\n"
+    for text in typing_edits(sources[i], n):
         t0 = time.perf_counter()
         index.update_text(files[i].path, text)
         out.append(time.perf_counter() - t0)

@@ -1,9 +1,13 @@
 """Context assembly: the prompt's repository part and the current file's FIM split.
 
-`ContextAssembler(index, count_tokens, special)` keeps the caches (token counts per line and
-per chunk, the resolver and reference graph per index generation, the last repository part);
-`assemble(path, text, line, col, budget=...)` returns a `Context`. `assemble_context(...)` is
-the one-shot form.
+`ContextAssembler(index, count_tokens, special)` keeps the caches (token counts per piece,
+line and chunk, the resolver and reference graph per index generation, the last repository
+part); `assemble(path, text, line, col, budget=...)` returns a `Context`.
+`assemble_context(...)` is the one-shot form. Pipeline steps: signals around the cursor
+(`signals.py`), candidates and their resolution (here, with `resolve.py`), the repository map
+(`repomap.py`, ranked by `rank.py`), the FIM split (`fim.py`); token counts come from
+`tokens.TokenCounter` (pass one with `additive=True` for the engine's byte-level BPE: counts
+are then sums of cached piece counts, and a new chunk rarely needs the tokenizer).
 
 The repository part (everything before the current file) is, in prompt order:
 1. the repository map: skeletons of the files ranked by personalised PageRank (`rank.py`),
@@ -23,7 +27,9 @@ the FIM prefix at the very end of the prompt changes.
 Invariants: no model calls, no network, nothing of ours imported; the same input gives the
 same bytes (ties are broken by path and position, never by hash or dict order). Token counts:
 each chunk is one `<|file_sep|>{path}\\n{text}\\n` piece of the engine's prompt, which the
-engine tokenizes on its own, so a chunk's cached count is exact and totals are sums.
+engine tokenizes on its own, so a chunk's cached count is exact and totals are sums. Chunk
+counts that needed the tokenizer are also kept in the index's token-count cache
+(`get_token_count`/`put_token_count`, keyed by the chunk's content hash) when it has one.
 """
 
 from __future__ import annotations
@@ -350,8 +356,7 @@ class ContextAssembler:
         put = getattr(self.index, "put_token_count", None)
         if not self.tokens.name or get is None or put is None:
             return self.tokens(piece)
-        key = "chunk:" + hashlib.blake2b(piece.encode("utf-8", "surrogatepass"),
-                                         digest_size=16).hexdigest()
+        key = chunk_count_key(piece)
         n = get(key, self.tokens.name)
         if n is None:
             n = self.tokens(piece)
@@ -527,6 +532,12 @@ def assemble_context(
     """One-shot `ContextAssembler(...).assemble(...)` (no caches kept between calls)."""
     asm = ContextAssembler(index, count_tokens, special, repo_name=repo_name)
     return asm.assemble(path, text, line, col, budget=budget, recent=recent)
+
+
+def chunk_count_key(piece: str) -> str:
+    """Key of a chunk's count in the index's token-count cache: its content hash."""
+    return "chunk:" + hashlib.blake2b(piece.encode("utf-8", "surrogatepass"),
+                                      digest_size=16).hexdigest()
 
 
 def _definition_target(it: Item, resolver: Resolver) -> Item | None:

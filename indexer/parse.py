@@ -19,13 +19,14 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import tree_sitter_rust
-from tree_sitter import Language, Node, Parser, Query, QueryCursor
+from tree_sitter import Language, Node, Parser, Query, QueryCursor, Tree
 
 from indexer.items import FileIndex, Item, ModDecl, UseDecl
 
@@ -184,12 +185,7 @@ def _parse(path: str, source: bytes, digest: str, cancel: Callable[[], bool] | N
         return _with(base, errors=(*errors, why))
     ex = _Extractor(path, data, module if module is not None else module_for_path(path))
     ex.run(tree.root_node)
-    errors.extend(ex.errors)
-    return FileIndex(
-        path=path, content_hash=digest, size=len(source), items=tuple(ex.items),
-        uses=tuple(ex.uses), mods=tuple(ex.mods), references=ex.references,
-        errors=tuple(errors), read_only=read_only, crate=crate, module=ex.module,
-        doc="\n".join(ex.file_doc))
+    return ex.file_index(base, errors, tree.root_node.has_error)
 
 
 def _with(fi: FileIndex, **changes: object) -> FileIndex:
@@ -232,11 +228,47 @@ def _parse_tree(data: bytes, cancel: Callable[[], bool] | None,
         return None, why[0]
 
 
-def _references(data: bytes) -> tuple[str, ...]:
-    """Distinct identifier tokens outside comments, strings and char literals, keywords
-    excluded (a lexer-level pass: the syntax tree adds nothing here but cost)."""
-    code = _NOT_CODE.sub(b" ", data)
-    names = set(_IDENT.findall(code)) - _KEYWORDS
+def _error_messages(nodes: Sequence[tuple[int, int, int]], has_error: bool) -> list[str]:
+    """`syntax error at line N` for the first ERROR nodes (sorted by start byte)."""
+    out = [f"syntax error at line {row + 1}" for _s, _e, row in nodes[:MAX_ERRORS]]
+    if len(nodes) > MAX_ERRORS:
+        out.append(f"... {len(nodes) - MAX_ERRORS} more syntax errors")
+    if not out and has_error:
+        out.append("syntax error (missing token)")
+    return out
+
+
+def _tokens(data: bytes, start: int, end: int) -> frozenset[bytes]:
+    """Distinct identifier tokens of `data[start:end]` outside comments, strings and char
+    literals (a lexer-level pass: the syntax tree adds nothing here but cost)."""
+    return frozenset(_IDENT.findall(_NOT_CODE.sub(b" ", data[start:end])))
+
+
+def _leaf_tokens(nodes: Sequence[Node], data: bytes) -> list[tuple[int, int, frozenset[bytes]]]:
+    """Token sets of the leaves of item lists: each node is a leaf, except a mod, impl or
+    trait with a body, which splits into its head (to the `{`), its body's items (likewise)
+    and its `}`. Strings and comments never span leaves, and an incremental update
+    recomputes whole leaves only, so its references equal a fresh parse's."""
+    out: list[tuple[int, int, frozenset[bytes]]] = []
+    stack = list(reversed(nodes))
+    while stack:
+        n = stack.pop()
+        if isinstance(n, tuple):
+            out.append((n[0], n[1], _tokens(data, n[0], n[1])))
+            continue
+        body = n.child_by_field_name("body") if n.type in _LIST_OWNERS else None
+        if body is None or body.type != "declaration_list":
+            out.append((n.start_byte, n.end_byte, _tokens(data, n.start_byte, n.end_byte)))
+            continue
+        stack.append((body.end_byte - 1, n.end_byte))
+        stack.extend(reversed(body.named_children))
+        stack.append((n.start_byte, body.start_byte + 1))
+    return out
+
+
+def _references(leaves: Sequence[tuple[int, int, frozenset[bytes]]]) -> tuple[str, ...]:
+    """Distinct identifiers of all leaves, keywords excluded, sorted."""
+    names = set().union(*(t for _s, _e, t in leaves)) - _KEYWORDS
     return tuple(sorted(n.decode("ascii") for n in names))
 
 
@@ -301,20 +333,41 @@ class _Extractor:
     def __init__(self, path: str, data: bytes, module: str) -> None:
         self.path, self.data, self.module = path, data, module
         self.items: list[Item] = []
-        self.uses: list[UseDecl] = []
-        self.mods: list[ModDecl] = []
-        self.errors: list[str] = []
-        self.file_doc: list[str] = []
+        # Records with the byte span of the node they come from: (start, end, record).
+        self.uses: list[tuple[int, int, UseDecl]] = []
+        self.mods: list[tuple[int, int, ModDecl]] = []
+        self.file_doc: list[tuple[int, int, str]] = []
+        self.error_nodes: list[tuple[int, int, int]] = []     # (start, end, row) of ERRORs
         self.references: tuple[str, ...] = ()
+        self.leaves: list[tuple[int, int, frozenset[bytes]]] = []   # see _leaf_tokens
         # Preamble nodes (attributes, outer docs) sorted by end byte, for lookups.
         self._pre_end: list[int] = []
         self._pre: list[tuple[int, int, str, str]] = []   # (start, end, kind, text)
 
-    def run(self, root: Node) -> None:
+    def file_index(self, base: FileIndex, errors: list[str], has_error: bool) -> FileIndex:
+        """The FileIndex of this extraction (`base` gives path, hash and metadata)."""
+        return FileIndex(
+            path=base.path, content_hash=base.content_hash, size=base.size,
+            items=tuple(self.items), uses=tuple(u for _s, _e, u in self.uses),
+            mods=tuple(m for _s, _e, m in self.mods), references=self.references,
+            errors=(*errors, *_error_messages(self.error_nodes, has_error)),
+            read_only=base.read_only, crate=base.crate, module=self.module,
+            doc="\n".join(d for _s, _e, d in self.file_doc))
+
+    def run(self, root: Node, region: tuple[int, int] | None = None,
+            frames: Sequence[_Frame] = ()) -> None:
+        """Extract from the whole tree, or only from the nodes inside `region` (whole
+        children of one item list) with `frames` as the enclosing items' frames."""
         data = self.data
         entries: list[tuple[int, int, str, Node]] = []
         pre: list[tuple[int, int, str, str]] = []
-        for cap, nodes in QueryCursor(_query("rust-tags.scm")).captures(root).items():
+        cursor = QueryCursor(_query("rust-tags.scm"))
+        if region is not None:
+            cursor.set_byte_range(*region)
+            lo, hi = region
+        for cap, nodes in cursor.captures(root).items():
+            if region is not None:
+                nodes = [n for n in nodes if n.start_byte >= lo and n.end_byte <= hi]
             if cap.startswith("definition."):
                 kind = cap[11:]
                 entries.extend((n.start_byte, -n.end_byte, kind, n) for n in nodes)
@@ -326,24 +379,22 @@ class _Extractor:
             elif cap == "doc.outer":
                 pre.extend((n.start_byte, n.end_byte, "doc", _doc_text(data, n)) for n in nodes)
             elif cap == "error":
-                nodes = sorted(nodes, key=lambda n: n.start_byte)
-                self.errors.extend(f"syntax error at line {n.start_point.row + 1}"
-                                   for n in nodes[:MAX_ERRORS])
-                if len(nodes) > MAX_ERRORS:
-                    self.errors.append(f"... {len(nodes) - MAX_ERRORS} more syntax errors")
-        if not self.errors and root.has_error:
-            self.errors.append("syntax error (missing token)")
-        self.references = _references(data)
+                self.error_nodes.extend((n.start_byte, n.end_byte, n.start_point.row)
+                                        for n in nodes)
+        self.error_nodes.sort()
+        if region is None:
+            self.leaves = _leaf_tokens(root.named_children, data)
+            self.references = _references(self.leaves)
         pre.sort(key=lambda p: p[1])
         self._pre = pre
         self._pre_end = [p[1] for p in pre]
         entries.sort(key=lambda e: (e[0], e[1]))
-        self._sweep(entries)
+        self._sweep(entries, list(frames))
 
-    def _sweep(self, entries: list[tuple[int, int, str, Node]]) -> None:
-        stack: list[_Frame] = []
+    def _sweep(self, entries: list[tuple[int, int, str, Node]], stack: list[_Frame]) -> None:
+        floor = len(stack)          # frames of enclosing items outside the region stay open
         for start, _neg_end, kind, node in entries:
-            while stack and stack[-1].end <= start:
+            while len(stack) > floor and stack[-1].end <= start:
                 self._close(stack.pop())
             top = stack[-1] if stack else None
             module = top.module if top else self.module
@@ -352,14 +403,14 @@ class _Extractor:
             elif kind == "inner_doc":
                 text = _doc_text(self.data, node)
                 if top is None:
-                    self.file_doc.append(text)
+                    self.file_doc.append((node.start_byte, node.end_byte, text))
                 elif top.inner_doc is not None:
                     top.inner_doc.append(text)
             else:
                 frame = self._item(kind, node, top, module)
                 if frame is not None:
                     stack.append(frame)
-        while stack:
+        while len(stack) > floor:
             self._close(stack.pop())
 
     def _close(self, frame: _Frame) -> None:
@@ -413,8 +464,9 @@ class _Extractor:
         body = node.child_by_field_name("body")
         if kind == "mod":
             path_attr = next((m.group(1) for a in attrs if (m := _PATH_ATTR.match(a))), None)
-            self.mods.append(ModDecl(name=name, inline=body is not None, path_attr=path_attr,
-                                     line=node.start_point.row, module=module))
+            self.mods.append((node.start_byte, node.end_byte, ModDecl(
+                name=name, inline=body is not None, path_attr=path_attr,
+                line=node.start_point.row, module=module)))
         item = Item(
             kind=kind, name=name, path=self.path, module=module,
             signature=self._signature(kind, node, body), doc=doc, attrs=attrs,
@@ -498,4 +550,257 @@ class _Extractor:
                 out.append(UseDecl(path=prefix + segs, is_pub=is_pub, line=line, module=module))
             elif t == "ERROR":
                 continue
-        self.uses.extend(out)
+        self.uses.extend((node.start_byte, node.end_byte, u) for u in out)
+
+
+# -- incremental re-parse of editor buffers ------------------------------------------------
+
+#: Node types an item's preamble (docs, attributes) is made of.
+_PRE_TYPES = frozenset({"attribute_item", "line_comment", "block_comment"})
+#: Items whose `body` item list the incremental update descends into.
+_LIST_OWNERS = frozenset({"mod_item", "impl_item", "trait_item"})
+#: Open buffers' trees are kept up to this size; larger buffers are parsed afresh.
+INCREMENTAL_MAX_BYTES = 4 << 20
+
+
+def common_affixes(old: bytes, new: bytes) -> tuple[int, int]:
+    """Lengths of the common prefix and (non-overlapping) common suffix of two texts."""
+    n = min(len(old), len(new))
+    pre = _match_len(old, new, n, forward=True)
+    suf = _match_len(old, new, n - pre, forward=False)
+    return pre, suf
+
+
+def _match_len(a: bytes, b: bytes, limit: int, *, forward: bool) -> int:
+    """How many bytes match from the start (or end) of a and b, at most `limit`:
+    blocks of 4096, then 64, then 1 byte, each compared by C-level slice equality."""
+    k = 0
+    la, lb = len(a), len(b)
+    for step in (4096, 64, 1):
+        while k + step <= limit:
+            if forward:
+                same = a[k:k + step] == b[k:k + step]
+            else:
+                same = a[la - k - step:la - k] == b[lb - k - step:lb - k]
+            if not same:
+                break
+            k += step
+    return k
+
+
+def _point(data: bytes, offset: int) -> tuple[int, int]:
+    """(row, byte column) of a byte offset."""
+    row = data.count(b"\n", 0, offset)
+    return row, offset - (data.rfind(b"\n", 0, offset) + 1)
+
+
+def _shift_item(it: Item, db: int, dl: int) -> Item:
+    return Item(it.kind, it.name, it.path, it.module, it.signature, it.doc, it.attrs,
+                it.start_byte + db, it.end_byte + db, it.start_line + dl, it.end_line + dl,
+                it.parent, it.trait_name, it.self_type, it.is_pub, it.outer_start_byte + db,
+                it.outer_start_line + dl)
+
+
+def _regroup(old: Sequence[tuple[int, int, Any]], rs: int, re_old: int, db: int,
+             new: Sequence[tuple[int, int, Any]], shift: Callable[[Any], Any]
+             ) -> list[tuple[int, int, Any]] | None:
+    """Positional records (start, end, record): the old ones before the region `[rs,
+    re_old)` (those enclosing it get their end moved), the region's new ones, the old ones
+    after it shifted by `db` bytes. None when an old record straddles a boundary."""
+    head: list[tuple[int, int, Any]] = []
+    tail: list[tuple[int, int, Any]] = []
+    for s, e, x in old:
+        if s < rs:
+            if e <= rs:
+                head.append((s, e, x))
+            elif e >= re_old:
+                head.append((s, e + db, x))      # encloses the region
+            else:
+                return None
+        elif s >= re_old:
+            tail.append((s + db, e + db, shift(x)))
+        elif e > re_old:
+            return None
+    return [*head, *new, *tail]
+
+
+class IncrementalFile:
+    """One open editor buffer: the last tree and extraction, updated edit by edit.
+
+    `update(source)` diffs the new bytes against the last ones (common prefix/suffix: one
+    edit), `tree.edit`s and re-parses with the old tree, then re-runs the tags query only
+    over the innermost item list that holds the edit and the syntax changes
+    (`Tree.changed_ranges`): whole children of `source_file` or of a mod/impl/trait body,
+    plus one neighbour each side and the attributes/docs glued to them. Items outside
+    keep their records, shifted. Whatever looks unsafe (inner docs in the region, a record
+    straddling it) falls back to a full extraction; the result always equals `parse_file`.
+    """
+
+    def __init__(self, path: str, *, module: str | None = None, crate: str = "",
+                 read_only: bool = False, deadline_s: float | None = PARSE_DEADLINE_S) -> None:
+        self.path, self.crate, self.read_only, self.deadline_s = path, crate, read_only, \
+            deadline_s
+        self.module = module if module is not None else module_for_path(path)
+        self._parser = Parser(language())
+        self._data: bytes | None = None          # bytes the tree was parsed from
+        self._tree = None
+        self._ex: _Extractor | None = None
+        self.full_extractions = 0                 # counters for tests and the benchmark
+        self.region_extractions = 0
+
+    def update(self, source: bytes) -> FileIndex:
+        """Index the buffer's new bytes (never raises; like `parse_file`)."""
+        try:
+            fi = self._update(source)
+        except Exception:  # an incremental surprise: index the text afresh
+            log.exception("incremental update of %s failed; parsing afresh", self.path)
+            fi = None
+        if fi is None:
+            self._reset()
+            fi = parse_file(self.path, source, module=self.module, crate=self.crate,
+                            read_only=self.read_only, deadline_s=self.deadline_s)
+        return fi
+
+    def _reset(self) -> None:
+        self._data = self._tree = self._ex = None
+
+    def _update(self, source: bytes) -> FileIndex | None:
+        if is_binary(source) or len(source) > INCREMENTAL_MAX_BYTES:
+            return None
+        data, _text, errors = decode_source(source)
+        if errors:
+            return None
+        base = FileIndex(path=self.path, content_hash=content_hash(source), size=len(source),
+                         read_only=self.read_only, crate=self.crate)
+        parse_data = b"   " + data[3:] if data.startswith(_BOM) else data
+        old_data, old_tree, old_ex = self._data, self._tree, self._ex
+        if old_tree is None or old_ex is None or old_data is None:
+            tree, why = self._parse(parse_data, None)
+            if tree is None:
+                return None
+            ex = _Extractor(self.path, data, self.module)
+            ex.run(tree.root_node)
+            self.full_extractions += 1
+        else:
+            pre, suf = common_affixes(old_data, parse_data)
+            start, old_end, new_end = pre, len(old_data) - suf, len(parse_data) - suf
+            sp, oep, nep = _point(old_data, start), _point(old_data, old_end), \
+                _point(parse_data, new_end)
+            old_tree.edit(start, old_end, new_end, sp, oep, nep)
+            tree, why = self._parse(parse_data, old_tree)
+            if tree is None:
+                return None
+            lo, hi = start, new_end
+            for r in old_tree.changed_ranges(tree):
+                lo, hi = min(lo, r.start_byte), max(hi, r.end_byte)
+            ex = self._region(tree, data, old_data, old_ex, lo, hi, new_end - old_end,
+                              nep[0] - oep[0])
+            if ex is None:
+                ex = _Extractor(self.path, data, self.module)
+                ex.run(tree.root_node)
+                self.full_extractions += 1
+            else:
+                self.region_extractions += 1
+        self._data, self._tree, self._ex = parse_data, tree, ex
+        return ex.file_index(base, [], tree.root_node.has_error)
+
+    def _parse(self, data: bytes, old_tree: Tree | None) -> tuple[Tree | None, str]:
+        deadline = None if self.deadline_s is None else time.monotonic() + self.deadline_s
+
+        def progress(_offset: int, _has_error: bool) -> bool:
+            try:
+                return deadline is not None and time.monotonic() > deadline
+            except Exception:
+                return True
+
+        def read(offset: int, _point: tuple[int, int]) -> bytes:
+            return data[offset:offset + _READ_CHUNK]
+
+        try:
+            if old_tree is None:
+                return self._parser.parse(read, progress_callback=progress), ""
+            return self._parser.parse(read, old_tree, progress_callback=progress), ""
+        except ValueError:
+            self._parser.reset()
+            return None, "parse deadline exceeded"
+
+    def _region(self, tree: Tree, data: bytes, old_data: bytes, old: _Extractor, lo: int, hi: int,
+                db: int, dl: int) -> _Extractor | None:
+        """Re-extract the smallest item-list region holding [lo, hi] (new bytes); None
+        when a full extraction is needed."""
+        node = tree.root_node
+        owners: list[Node] = []
+        while True:
+            kids = node.named_children
+            if not kids:
+                rs, re_new, region_kids = lo, hi, []
+                break
+            i = next((k for k, c in enumerate(kids) if c.end_byte >= lo), len(kids))
+            j = next((k for k in range(len(kids) - 1, -1, -1) if kids[k].start_byte <= hi), -1)
+            if i == j and kids[i].type in _LIST_OWNERS:
+                body = kids[i].child_by_field_name("body")
+                if body is not None and body.type == "declaration_list" and \
+                        body.start_byte < lo and hi < body.end_byte:
+                    owners.append(kids[i])
+                    node = body
+                    continue
+            i, j = max(0, min(i, j) - 1), min(len(kids) - 1, max(i, j) + 1)
+            while i > 0 and kids[i - 1].type in _PRE_TYPES:
+                i -= 1
+            while j < len(kids) - 1 and kids[j].type in _PRE_TYPES:
+                j += 1
+            rs, re_new = min(lo, kids[i].start_byte), max(hi, kids[j].end_byte)
+            region_kids = kids[i:j + 1]
+            break
+        re_old = re_new - db
+        if re_old < rs:
+            return None
+        if any(m in old_data[rs:re_old] or m in data[rs:re_new] for m in (b"//!", b"/*!")):
+            return None                      # inner docs change an enclosing item's doc
+        # Old items: before the region (the owners among them end after it), in it, after.
+        head = [it for it in old.items if it.start_byte < rs]
+        tail = [it for it in old.items if it.start_byte >= re_old]
+        inside = [it for it in old.items if rs <= it.start_byte < re_old]
+        enclosing = [k for k, it in enumerate(head) if it.end_byte > rs]
+        if any(it.end_byte > re_old for it in inside) or \
+                [(head[k].kind, head[k].start_byte, head[k].end_byte + db)
+                 for k in enclosing] != [(o.type.removesuffix("_item"), o.start_byte,
+                                           o.end_byte) for o in owners]:
+            return None
+        ex = _Extractor(self.path, data, self.module)
+        frames: list[_Frame] = []
+        for k, owner in zip(enclosing, owners, strict=True):
+            it = head[k]
+            it = head[k] = Item(it.kind, it.name, it.path, it.module, it.signature, it.doc,
+                                it.attrs, it.start_byte, it.end_byte + db, it.start_line,
+                                it.end_line + dl, it.parent, it.trait_name, it.self_type,
+                                it.is_pub, it.outer_start_byte, it.outer_start_line)
+            kind = owner.type.removesuffix("_item")
+            frames.append(_Frame(
+                end=owner.end_byte, kind=kind, name=it.name,
+                module=f"{it.module}::{it.name}" if kind == "mod" else it.module,
+                trait_name=it.trait_name if kind == "impl" else None,
+                self_type=it.self_type if kind == "impl" else None, index=k))
+        ex.items = head
+        ex.run(tree.root_node, (rs, re_new), frames)
+        new_items = ex.items[len(head):]
+        uses = _regroup(old.uses, rs, re_old, db, ex.uses, lambda u: _replace_line(u, dl))
+        mods = _regroup(old.mods, rs, re_old, db, ex.mods, lambda m: _replace_line(m, dl))
+        docs = _regroup(old.file_doc, rs, re_old, db, ex.file_doc, lambda d: d)
+        errs = _regroup(old.error_nodes, rs, re_old, db, ex.error_nodes, lambda r: r + dl)
+        leaves = _regroup(old.leaves, rs, re_old, db, _leaf_tokens(region_kids, data),
+                          lambda t: t)
+        if uses is None or mods is None or docs is None or errs is None or leaves is None:
+            return None
+        ex.leaves = leaves
+        ex.references = old.references if leaves == old.leaves else _references(leaves)
+        ex.items = [*head, *new_items, *(_shift_item(it, db, dl) for it in tail)]
+        ex.uses, ex.mods, ex.file_doc = uses, mods, docs
+        ex.error_nodes = errs
+        return ex
+
+
+def _replace_line(rec: Any, dl: int) -> Any:
+    """A UseDecl or ModDecl moved by `dl` lines."""
+    from dataclasses import replace
+    return replace(rec, line=rec.line + dl) if dl else rec

@@ -31,7 +31,7 @@ import platformdirs
 from indexer import codec
 from indexer.build import Job, Parsed, ProgressFn, parse_job, parse_many
 from indexer.items import FileIndex, Item, SkippedFile
-from indexer.parse import content_hash, module_for_path, parse_file
+from indexer.parse import IncrementalFile, content_hash, module_for_path
 from indexer.workspace import (
     Crate,
     Discovery,
@@ -51,6 +51,8 @@ SCHEMA_VERSION = 1
 COMMIT_EVERY_FILES = 200
 #: Decoded FileIndex records kept in memory (LRU).
 FILE_CACHE_SIZE = 4096
+#: Open editor buffers whose parse trees are kept for incremental updates (LRU).
+BUFFER_TREES = 32
 #: Token counts buffered before a write.
 TOKEN_FLUSH_EVERY = 256
 
@@ -112,6 +114,7 @@ class Index:
         self._crates: list[Crate] = []
         self._tokens: dict[tuple[str, str], int] = {}
         self._tokens_pending: list[tuple[str, str, int]] = []
+        self._buffers: OrderedDict[str, IncrementalFile] = OrderedDict()
         self._conn = self._open()
         self.generation = int(self._meta("generation") or 0)
 
@@ -354,6 +357,7 @@ class Index:
             for table in ("files", "contents", "names", "skipped"):
                 self._conn.execute(f"DELETE FROM {table}")
             self._cache.clear()
+            self._buffers.clear()
             self._bump()
 
     def update_text(self, path: str, text: str) -> FileIndex:
@@ -374,17 +378,35 @@ class Index:
             else:
                 module, crate = self._module_of_new(path)
                 base, read_only, abspath = module, False, self._abspath_of_new(path)
-            fi = parse_file(path, data, module=module, crate=crate, read_only=read_only)
+            fi = self._buffer_state(path, module, crate, read_only).update(data)
             p = _parsed_from(Job(path, abspath or "", module, crate, read_only), fi, text)
-            with self._tx():
-                self._write(p, origin="buffer", base_module=base)
-                self._bump()
+            try:
+                with self._tx():
+                    self._write(p, origin="buffer", base_module=base)
+                    self._bump()
+            except sqlite3.Error as exc:    # disk full, I/O error: the old rows stay
+                log.warning("index update of %s not saved: %s", path, exc)
+                return fi
             self._cache[path] = fi
             return fi
+
+    def _buffer_state(self, path: str, module: str, crate: str,
+                      read_only: bool) -> IncrementalFile:
+        """The kept parse state of an open buffer (a new one when its module moved)."""
+        state = self._buffers.get(path)
+        if state is None or (state.module, state.crate, state.read_only) != (
+                module, crate, read_only):
+            state = IncrementalFile(path, module=module, crate=crate, read_only=read_only)
+        self._buffers[path] = state
+        self._buffers.move_to_end(path)
+        while len(self._buffers) > BUFFER_TREES:
+            self._buffers.popitem(last=False)
+        return state
 
     def drop_buffer(self, path: str) -> None:
         """The editor closed `path`: the disk decides again."""
         with self._lock:
+            self._buffers.pop(path, None)
             self._conn.execute("UPDATE files SET origin='disk', mtime_ns=-1 WHERE path=?",
                                (path,))
         self.refresh([path])
@@ -395,6 +417,7 @@ class Index:
             exists = self._conn.execute("SELECT 1 FROM files WHERE path=?",
                                         (path,)).fetchone()
             self._delete(path)
+            self._buffers.pop(path, None)
             if exists:
                 self._bump()
 

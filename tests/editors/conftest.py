@@ -2,12 +2,12 @@
 
 The clients start the server as the user's configuration does (`hybrid-lsp serve`), on the
 fixture crate in `fixtures/crate`, with the llama.cpp backend when it is installed and
-the demo model when it exists (else a tiny random-weights model built once per session).
+the demo model when it exists (else, or with HYBRID_LSP_EDITOR_TESTS_PREDICTABLE=1, a
+tiny model whose completion is known in advance, built once per session).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import stat
@@ -36,31 +36,19 @@ def tool_or_skip(name: str) -> str:
     return path
 
 
-def cli_has_serve() -> bool:
-    """Whether `hybrid-lsp` (hybrid_lsp.cli) has the `serve` subcommand."""
-    from hybrid_lsp.cli import build_parser
-
-    parser = build_parser()
-    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return any("serve" in a.choices for a in subs)
-
-
 def server_executable(tmp: Path) -> Path:
     """An executable that the clients start as `<it> serve`, like the installed `hybrid-lsp`.
 
-    The installed entry point when there is one; otherwise a small script running this
-    checkout's CLI with the test's Python. While the CLI has no `serve` subcommand yet, the
-    script runs `hybrid_lsp.serve_cmd` (the same server) instead.
+    The installed entry point when there is one (setup.sh installs it into .venv/bin);
+    otherwise a small script running this checkout's CLI with the test's Python.
     """
-    installed = shutil.which("hybrid-lsp") or shutil.which("hybrid-lsp", path=str(
-        Path(sys.executable).parent))
-    if installed and cli_has_serve():
+    installed = shutil.which("hybrid-lsp") or shutil.which(
+        "hybrid-lsp", path=str(Path(sys.executable).parent))
+    if installed:
         return Path(installed)
-    target = "hybrid_lsp" if cli_has_serve() else "hybrid_lsp.serve_cmd"
-    drop = "" if cli_has_serve() else '[ "$1" = serve ] && shift\n'
     script = tmp / "hybrid-lsp"
-    script.write_text(f"#!/bin/sh\n{drop}PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} "
-                      f"exec {sys.executable} -m {target} \"$@\"\n")
+    script.write_text(f"#!/bin/sh\nPYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} "
+                      f"exec {sys.executable} -m hybrid_lsp \"$@\"\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return script
 

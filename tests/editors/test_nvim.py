@@ -51,14 +51,15 @@ local ok, err = xpcall(function()
   vim.cmd("edit " .. vim.fn.fnameescape(args.file))
   local bufnr = vim.api.nvim_get_current_buf()
   result.filetype = vim.bo[bufnr].filetype
-  -- Each wait also ends when the client is gone (the server exited): no point waiting.
-  local function gone() return next(vim.lsp.buf_get_clients(bufnr)) == nil end
   vim.wait(30000, function()
     for _, client in pairs(vim.lsp.buf_get_clients(bufnr)) do
       if client.initialized then result.attached = true end
     end
-    return result.attached or gone()
+    return result.attached
   end, 50)
+  if not result.attached then return end
+  -- Later waits end early when the client is gone (the server exited).
+  local function gone() return next(vim.lsp.buf_get_clients(bufnr)) == nil end
   result.clients = {}
   for _, client in pairs(vim.lsp.buf_get_clients(bufnr)) do
     table.insert(result.clients, { name = client.name, root = client.config.root_dir })
@@ -80,6 +81,15 @@ local ok, err = xpcall(function()
     table.insert(result.completion, { result = reply.result, error = reply.err or reply.error })
   end
   result.status_after = status(bufnr)
+  -- A second Rust buffer of the same crate shares the running server.
+  vim.cmd("edit " .. vim.fn.fnameescape(args.other))
+  local other = vim.api.nvim_get_current_buf()
+  vim.wait(5000, function() return next(vim.lsp.buf_get_clients(other)) ~= nil end, 20)
+  result.client_ids = {}
+  for _, b in ipairs({ bufnr, other }) do
+    for id, _ in pairs(vim.lsp.buf_get_clients(b)) do table.insert(result.client_ids, id) end
+  end
+  result.active_clients = #vim.lsp.get_active_clients()
 end, debug.traceback)
 if not ok then result.error = err end
 vim.fn.writefile({ vim.fn.json_encode(result) }, args.out)
@@ -118,13 +128,16 @@ def test_nvim_completion_through_plugin(tmp_path: Path, editor_model: tuple[Path
     ws = copy_fixture(tmp_path)
     lib = ws / "src" / "lib.rs"
     line, character = cursor_position(lib.read_text())
-    settings = {"model": {"path": str(model), "backend": editor_backend},
+    # The demo model is the server's default: leave model.path unset, as a user would.
+    settings = {"model": {"backend": editor_backend} if is_demo else
+                {"path": str(model), "backend": editor_backend},
                 "completion": {"debounceMs": 0, "maxTokens": 16, "latencyBudgetMs": 20000,
                                "contextBudgetTokens": 512}}
     got = run_nvim(tmp_path, {
         "plugin": str(EDITORS / "nvim"), "cmd": [str(server_executable(tmp_path)), "serve"],
         "settings": settings, "file": str(lib), "root": str(ws), "line": line,
         "character": character, "out": str(tmp_path / "result.json"),
+        "other": str(ws / "src" / "other.rs"),
     })
     assert "error" not in got, got.get("error")
     assert got["filetype"] == "rust"
@@ -154,6 +167,9 @@ def test_nvim_completion_through_plugin(tmp_path: Path, editor_model: tuple[Path
         assert edit["newText"].strip() and edit["newText"] == edit["newText"].rstrip()
         assert "<|" not in edit["newText"]
         assert "hybrid-lsp" in item["detail"] and "ms" in item["detail"]
-        if not is_demo:
+        if not is_demo:  # the model's completion is known: inserted at the cursor
             assert set(edit["newText"]) == set(PREDICTED), edit
+            assert edit["range"]["start"] == edit["range"]["end"]
     assert got["status_after"]["latencyMs"]["count"] >= 1
+    first, second = got["client_ids"]
+    assert first == second and got["active_clients"] == 1

@@ -119,7 +119,8 @@ def test_npm_test_and_package(tmp_path: Path, editor_model: tuple[Path, bool],
     env.update(
         HYBRID_LSP_SERVER=str(server_executable(tmp_path)),
         HYBRID_LSP_TEST_SETTINGS=json.dumps({
-            "model": {"path": str(model), "backend": editor_backend},
+            "model": {"backend": editor_backend} if is_demo else
+                     {"path": str(model), "backend": editor_backend},
             "completion": {"debounceMs": 0, "maxTokens": 16, "latencyBudgetMs": 20000}}),
         npm_config_update_notifier="false",
     )

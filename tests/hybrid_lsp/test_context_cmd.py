@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from hybrid_lsp import context_cmd
+from indexer.workspace import ScanOptions
 
 FIXTURE = Path(__file__).resolve().parents[1] / "indexer" / "fixtures" / "ctx_geo"
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The index database goes to a per-test folder, never the user's cache."""
+    monkeypatch.setenv(context_cmd.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -44,3 +52,24 @@ def test_text_output_lists_every_chunk(capsys) -> None:
 def test_bad_locations(capsys, loc: str) -> None:
     rc, _, err = run(capsys, loc)
     assert rc == 2 and "hybrid-lsp context" in err
+
+
+def test_uses_the_persistent_index(capsys, _cache_dir: Path) -> None:
+    loc = f"{FIXTURE / 'src' / 'render.rs'}:26:13"
+    rc, out, _ = run(capsys, loc, "--budget", "2048", "--json")
+    assert rc == 0
+    assert list(_cache_dir.rglob("*.sqlite3"))  # the server's database, not a memory copy
+    rc2, out2, _ = run(capsys, loc, "--budget", "2048", "--json")
+    first, second = json.loads(out), json.loads(out2)
+    assert rc2 == 0 and first["prompt"] == second["prompt"]
+
+
+def test_memory_index_fallback_matches_the_store(tmp_path: Path) -> None:
+    from indexer.store import Index
+
+    mem = context_cmd.load_memory_index(FIXTURE)
+    with Index([str(FIXTURE)], options=ScanOptions(include_deps=False),
+               cache_dir=str(tmp_path)) as store:
+        store.reconcile()
+        assert sorted(p for p in store.files() if not p.startswith("<")) == sorted(
+            p for p in mem.files() if not p.startswith("<"))

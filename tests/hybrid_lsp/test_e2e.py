@@ -13,9 +13,11 @@ from pygls.exceptions import JsonRpcException
 from tests.hybrid_lsp.conftest import test_backend
 from tests.hybrid_lsp.lsp_session import (
     SECRET,
+    command,
     lsp_session,
     make_workspace,
     open_file,
+    poll,
     status,
     wait_ready,
 )
@@ -33,7 +35,9 @@ def line_col(text: str, needle: str) -> types.Position:
 
 async def test_completions_status_and_settings(tmp_path: Path, tiny_model: Path) -> None:
     ws = make_workspace(tmp_path)
-    async with lsp_session(tmp_path, tiny_model, ws, backend=test_backend()) as client:
+    registrations: list[types.Registration] = []
+    async with lsp_session(tmp_path, tiny_model, ws, backend=test_backend(),
+                           registrations=registrations) as client:
         caps = client.init_result.capabilities
         assert caps.inline_completion_provider is not None
         assert caps.completion_provider is not None
@@ -78,6 +82,7 @@ async def test_completions_status_and_settings(tmp_path: Path, tiny_model: Path)
         assert st["settings"]["completion"]["maxTokens"] == 8
 
         await check_code_actions(client, ws)
+        await check_client_file_watching(client, ws, registrations)
 
         reindexed = await client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="hybridLsp.reindex"))
@@ -122,7 +127,9 @@ async def test_cancellation_storm(tmp_path: Path, tiny_model: Path) -> None:
 
 async def test_engine_crash_restarts_and_server_survives(tmp_path: Path, tiny_model: Path) -> None:
     ws = make_workspace(tmp_path)
-    async with lsp_session(tmp_path, tiny_model, ws, backend=test_backend()) as client:
+    health = {"HYBRID_LSP_HEALTH_INTERVAL_S": "0.5", "HYBRID_LSP_HEALTH_TIMEOUT_S": "2"}
+    async with lsp_session(tmp_path, tiny_model, ws, backend=test_backend(),
+                           env=health) as client:
         uri = open_file(client, ws / "src" / "lib.rs")
         crashed = await client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="hybridLsp.test.crashEngine", arguments=["abort"]))
@@ -135,6 +142,18 @@ async def test_engine_crash_restarts_and_server_survives(tmp_path: Path, tiny_mo
         assert isinstance(res, types.CompletionList)
         st = await wait_ready(client, 60)
         assert st["engineState"] == "ready" and st["engineRestarts"] >= 1
+
+        # A child that hangs in native code (test hook) is found by the idle health
+        # check and restarted; requests work again afterwards.
+        hung = await command(client, "hybridLsp.test.crashEngine", "hang")
+        assert hung is True
+        st = await poll(client, lambda s: s["engineRestarts"] >= 2
+                        and s["engineState"] == "ready", timeout=30)
+        assert st["healthChecks"] >= 1
+        res = await asyncio.wait_for(client.text_document_completion_async(
+            types.CompletionParams(text_document=types.TextDocumentIdentifier(uri=uri),
+                                   position=types.Position(line=7, character=4))), 20)
+        assert isinstance(res, types.CompletionList)
 
 
 ACTIONS_FILE = """use std::fmt;
@@ -182,3 +201,54 @@ async def check_code_actions(client, ws: Path) -> None:
         assert error_count(after) <= error_count(ACTIONS_FILE)
         if needle == "todo!()":
             assert "todo!()" not in edit.new_text or "did not parse" in resolved.title
+    await check_model_bodies(client, uri)
+
+
+async def resolve_at(client, uri: str, text: str, needle: str) -> types.CodeAction:
+    pos = line_col(text, needle)
+    found = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        range=types.Range(start=pos, end=pos), context=types.CodeActionContext(diagnostics=[])))
+    return await client.code_action_resolve_async(found[0])
+
+
+async def check_model_bodies(client, uri: str) -> None:
+    """Whatever the model says, implement-trait inserts exactly `fn fmt` and parses."""
+    from hybrid_lsp.postprocess import error_count
+
+    cases = [("x } fn evil() {", False), ("let = = ;(", False), ("", False),
+             ('write!(f, "P")', True)]
+    for said, kept in cases:
+        assert await command(client, "hybridLsp.test.modelText", said) is True
+        action = await resolve_at(client, uri, ACTIONS_FILE, "impl fmt::Display")
+        (edit,) = action.edit.changes[uri]
+        assert edit.new_text.count("fn ") == 1 and "fn fmt(&self, f: &mut std::fmt::Formatter" \
+            in edit.new_text
+        assert error_count(edit.new_text.join(["impl X for P {", "}"])) == 0
+        if kept:
+            assert said in edit.new_text and "todo!()" not in action.title
+        else:
+            assert "todo!()" in edit.new_text and "did not parse" in action.title, action.title
+    await command(client, "hybridLsp.test.modelText", None)
+
+
+async def check_client_file_watching(client, ws: Path, registrations: list) -> None:
+    """Watchers registered with the client; its events are hints, a scan decides."""
+    await poll(client, lambda s: bool(registrations))
+    (reg,) = [r for r in registrations if r.method == "workspace/didChangeWatchedFiles"]
+    globs = sorted(w["globPattern"] if isinstance(w, dict) else w.glob_pattern
+                   for w in (reg.register_options["watchers"]
+                             if isinstance(reg.register_options, dict)
+                             else reg.register_options.watchers))
+    assert globs == ["**/*.rs", "**/Cargo.toml"]
+    st = await poll(client, lambda s: s["watching"] == "client")
+    before = st["indexFiles"]
+    new = ws / "src" / "created_later.rs"
+    new.write_text("pub fn later() {}\n")
+    client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams(changes=[
+        types.FileEvent(uri=new.as_uri(), type=types.FileChangeType.Created)]))
+    await poll(client, lambda s: s["indexFiles"] == before + 1)
+    new.unlink()
+    client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams(changes=[
+        types.FileEvent(uri=new.as_uri(), type=types.FileChangeType.Deleted)]))
+    await poll(client, lambda s: s["indexFiles"] == before)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from indexer.context import ContextAssembler, assemble_context
-from indexer.signals import extract_identifiers, match_enums
 from indexer.items import Item
 from indexer.parse import parse_file
+from indexer.signals import extract_identifiers, match_enums
 from tests.indexer.ctx_fixtures import SPECIAL, count_words, cursor_at, load_crate
 
 STD = "<std-stub>/lib.rs"

@@ -75,10 +75,13 @@ export interface ServerStatus {
   model?: string | null;
   engineState?: string;
   engineDetail?: string;
-  latencyMs?: { count?: number; p50?: number | null; p95?: number | null };
+  latencyMs?: { count?: number; last?: number | null; p50?: number | null; p95?: number | null };
 }
 
-/** Status-bar text and tooltip: backend and the recent completion latency. */
+/**
+ * Status-bar text and tooltip: the backend and the latest completion latency (the
+ * server's `latencyMs.last` when it reports one, else the median of recent completions).
+ */
 export function formatStatus(st: ServerStatus | null | undefined): { text: string; tooltip: string } {
   if (!st) {
     return { text: "$(circle-slash) hybrid-lsp", tooltip: "hybrid-lsp: server not running" };
@@ -91,13 +94,14 @@ export function formatStatus(st: ServerStatus | null | undefined): { text: strin
     };
   }
   const lat = st.latencyMs ?? {};
-  const p50 = typeof lat.p50 === "number" ? `${Math.round(lat.p50)} ms` : "no completions yet";
-  const p95 = typeof lat.p95 === "number" ? `${Math.round(lat.p95)} ms` : "-";
+  const ms = (v: number | null | undefined) => (typeof v === "number" ? `${Math.round(v)} ms` : "-");
+  const shown = typeof lat.last === "number" ? lat.last : lat.p50;
   return {
-    text: `$(zap) ${st.backend ?? "?"} · ${p50}`,
+    text: `$(zap) ${st.backend ?? "?"} · ${typeof shown === "number" ? ms(shown) : "no completions yet"}`,
     tooltip: [
       `hybrid-lsp: model ${st.model ?? "?"} on ${st.backend ?? "?"} (${st.device ?? "?"})`,
-      `completion latency p50 ${p50}, p95 ${p95} over ${lat.count ?? 0} completions`,
+      `completion latency: last ${ms(lat.last)}, p50 ${ms(lat.p50)}, p95 ${ms(lat.p95)} ` +
+        `over ${lat.count ?? 0} completions`,
     ].join("\n"),
   };
 }

@@ -99,6 +99,7 @@ test("the server starts through launch.ts and answers an inline completion", { t
     return null; // client/registerCapability, window/workDoneProgress/create
   });
   conn.listen();
+  void exited.then(() => conn.dispose()); // A server that dies fails pending requests now.
 
   try {
     const init: { capabilities: Record<string, unknown> } = await conn.sendRequest("initialize", {
@@ -155,6 +156,8 @@ test("the server starts through launch.ts and answers an inline completion", { t
     conn.sendNotification("exit");
     const code = await Promise.race([exited, sleep(10_000).then(() => "timeout")]);
     assert.equal(code, 0, `server exit: ${code}\n${stderr}`);
+  } catch (e) {
+    throw new Error(`${e instanceof Error ? e.stack : String(e)}\nserver stderr (tail):\n${stderr}`);
   } finally {
     conn.dispose();
     if (proc.exitCode === null) {
@@ -169,7 +172,10 @@ test("formatStatus shows the backend and latency", () => {
   const shown = formatStatus({ engineState: "ready", backend: "llama", device: "cpu",
                                model: "demo", latencyMs: { count: 3, p50: 84.4, p95: 120 } });
   assert.equal(shown.text, "$(zap) llama · 84 ms");
-  assert.match(shown.tooltip, /p95 120 ms over 3 completions/);
+  assert.match(shown.tooltip, /last -, p50 84 ms, p95 120 ms over 3 completions/);
+  const withLast = formatStatus({ engineState: "ready", backend: "torch",
+                                  latencyMs: { count: 3, last: 61.2, p50: 84.4, p95: 120 } });
+  assert.equal(withLast.text, "$(zap) torch · 61 ms");
 });
 
 test("serverLaunch defaults to hybrid-lsp serve", () => {
