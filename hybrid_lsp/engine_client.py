@@ -15,8 +15,10 @@ one child at a time:
   is considered hung: it is killed and restarted. A model that cannot load is not
   retried until the settings change (`configure`).
 - Health check while idle: every `health_interval_s` with no generation in flight, a
-  one-token generation must come back within `health_timeout_s`; a child that stays
-  silent (a native call that never returns) is killed and restarted.
+  generation must come back within `health_timeout_s`; a child that stays silent (a
+  native call that never returns) is killed and restarted. It re-sends the last prompt
+  with `max_tokens=0` (all cached: nothing is evaluated, and the KV cache a warm request
+  filled stays), or a one-token generation when there was none.
 - `counters()` returns the child's instrumentation counters (engine/worker.py).
 
 The client is driven from one asyncio event loop.
@@ -92,6 +94,7 @@ class EngineClient:
         self._health_task: asyncio.Task | None = None
         self._generating = 0
         self._last_active = time.monotonic()
+        self._last_tokens: list[int] = []
         self.state = STOPPED
         self.detail = ""
         self.ready: Ready | None = None
@@ -183,10 +186,13 @@ class EngineClient:
         log.info("engine child %d: %s on %s, model %s, loaded in %.0f ms", msg.pid, msg.backend,
                  msg.device, msg.model_name, msg.load_ms)
 
-    async def _health_check(self, timeout: float = 30.0) -> None:
-        """A known tiny prompt must generate within `timeout` (TimeoutError if not)."""
-        res = await self._request(Generate(id=next(self._ids), tokens=[0], max_tokens=1,
-                                           budget_s=timeout), timeout=timeout)
+    async def _health_check(self, timeout: float = 30.0, tokens: Sequence[int] = ()) -> None:
+        """A generation must come back within `timeout` (TimeoutError if not): `tokens`
+        with max_tokens=0 (a cache refresh), else a known one-token prompt."""
+        gen = Generate(id=next(self._ids), tokens=list(tokens), max_tokens=0, budget_s=timeout) \
+            if tokens else Generate(id=next(self._ids), tokens=[0], max_tokens=1,
+                                    budget_s=timeout)
+        res = await self._request(gen, timeout=timeout)
         if not isinstance(res, Result):
             raise EngineUnavailable(f"health check failed: {getattr(res, 'message', res)}")
 
@@ -213,6 +219,7 @@ class EngineClient:
         self._set_state(STOPPED)
 
     async def _kill(self) -> None:
+        self._last_tokens = []
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -267,7 +274,7 @@ class EngineClient:
                 continue
             self.health_checks += 1
             try:
-                await self._health_check(self.health_timeout_s)
+                await self._health_check(self.health_timeout_s, self._last_tokens)
             except TimeoutError:
                 await self.kill_hung(f"health check: no answer in {self.health_timeout_s:g} s")
             except EngineUnavailable as e:
@@ -325,6 +332,8 @@ class EngineClient:
                 msg = fut.result()
                 if isinstance(msg, Failed):
                     raise EngineUnavailable(f"engine failed: {msg.message}")
+                if msg.stop_reason != "cancelled":
+                    self._last_tokens = list(tokens)
                 return msg
             if waiter is not None and waiter in done:
                 await self._cancel(req_id)

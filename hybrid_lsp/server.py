@@ -128,11 +128,20 @@ class FaultInjector:
 
 
 def current_item(text: str, offset: int) -> str:
-    """The first line of the top-level item the cursor is in ("" before the first one)."""
-    last = ""
-    for m in _ITEM_START.finditer(text, 0, offset):
-        last = m.group(0).strip()
-    return last
+    """The first line of the top-level item the cursor is in ("" before the first one).
+
+    Scans lines backwards from the cursor, so a keystroke costs the item's length.
+    """
+    end = min(offset, len(text))
+    while end >= 0:
+        start = text.rfind("\n", 0, end) + 1
+        m = _ITEM_START.match(text, start)
+        if m is not None:
+            return m.group(0).strip()
+        if start == 0:
+            return ""
+        end = start - 1
+    return ""
 
 
 class _Slot:

@@ -334,8 +334,8 @@ class LspLogHandler(logging.Handler):
             return False
 
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(self._local, "busy", False) or not self._allow():
-            return
+        if getattr(self._local, "busy", False) or self._loop.is_closed() or not self._allow():
+            return  # (a closed loop: the session is over; the file log still has it)
         self._local.busy = True
         try:
             text = self.format(record)
@@ -345,6 +345,8 @@ class LspLogHandler(logging.Handler):
             kind = self._LEVELS.get(record.levelno, types.MessageType.Log)
             params = types.LogMessageParams(type=kind, message=text)
             self._loop.call_soon_threadsafe(self._send_safely, params)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
         except Exception:
             self.handleError(record)
         finally:

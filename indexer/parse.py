@@ -624,6 +624,9 @@ def _regroup(old: Sequence[tuple[int, int, Any]], rs: int, re_old: int, db: int,
     return [*head, *new, *tail]
 
 
+_RETRY = object()
+
+
 class IncrementalFile:
     """One open editor buffer: the last tree and extraction, updated edit by edit.
 
@@ -631,9 +634,10 @@ class IncrementalFile:
     edit), `tree.edit`s and re-parses with the old tree, then re-runs the tags query only
     over the innermost item list that holds the edit and the syntax changes
     (`Tree.changed_ranges`): whole children of `source_file` or of a mod/impl/trait body,
-    plus one neighbour each side and the attributes/docs glued to them. Items outside
-    keep their records, shifted. Whatever looks unsafe (inner docs in the region, a record
-    straddling it) falls back to a full extraction; the result always equals `parse_file`.
+    with the attributes/docs glued to them (and the next child, whose docs may change).
+    Items outside keep their records, shifted. Whatever looks unsafe (inner docs in the
+    region, a record straddling it) falls back to a full extraction; the result equals a
+    full extraction of the same tree (tests/indexer/test_incremental.py).
     """
 
     def __init__(self, path: str, *, module: str | None = None, crate: str = "",
@@ -645,13 +649,15 @@ class IncrementalFile:
         self._data: bytes | None = None          # bytes the tree was parsed from
         self._tree = None
         self._ex: _Extractor | None = None
+        self.text: str | None = None             # the caller's text of the buffer
         self.full_extractions = 0                 # counters for tests and the benchmark
         self.region_extractions = 0
 
-    def update(self, source: bytes) -> FileIndex:
-        """Index the buffer's new bytes (never raises; like `parse_file`)."""
+    def update(self, source: bytes, digest: str | None = None) -> FileIndex:
+        """Index the buffer's new bytes (never raises; like `parse_file`); `digest` is
+        their `content_hash` when the caller has it."""
         try:
-            fi = self._update(source)
+            fi = self._update(source, digest or content_hash(source))
         except Exception:  # an incremental surprise: index the text afresh
             log.exception("incremental update of %s failed; parsing afresh", self.path)
             fi = None
@@ -661,16 +667,19 @@ class IncrementalFile:
                             read_only=self.read_only, deadline_s=self.deadline_s)
         return fi
 
-    def _reset(self) -> None:
+    def forget_tree(self) -> None:
+        """Drop the kept tree (memory); the next update parses afresh."""
         self._data = self._tree = self._ex = None
 
-    def _update(self, source: bytes) -> FileIndex | None:
+    _reset = forget_tree
+
+    def _update(self, source: bytes, digest: str) -> FileIndex | None:
         if is_binary(source) or len(source) > INCREMENTAL_MAX_BYTES:
             return None
         data, _text, errors = decode_source(source)
         if errors:
             return None
-        base = FileIndex(path=self.path, content_hash=content_hash(source), size=len(source),
+        base = FileIndex(path=self.path, content_hash=digest, size=len(source),
                          read_only=self.read_only, crate=self.crate)
         parse_data = b"   " + data[3:] if data.startswith(_BOM) else data
         old_data, old_tree, old_ex = self._data, self._tree, self._ex
@@ -728,6 +737,15 @@ class IncrementalFile:
                 db: int, dl: int) -> _Extractor | None:
         """Re-extract the smallest item-list region holding [lo, hi] (new bytes); None
         when a full extraction is needed."""
+        ex = self._region_try(tree, data, old_data, old, lo, hi, db, dl, False)
+        if ex is _RETRY:
+            ex = self._region_try(tree, data, old_data, old, lo, hi, db, dl, True)
+        return None if ex is _RETRY else ex
+
+    def _region_try(self, tree: Tree, data: bytes, old_data: bytes, old: _Extractor, lo: int,
+                    hi: int, db: int, dl: int, with_next: bool) -> Any:
+        """One try of `_region`; `_RETRY` when the child after an edit between children
+        must be re-extracted too (its docs/attributes changed)."""
         node = tree.root_node
         owners: list[Node] = []
         while True:
@@ -735,8 +753,14 @@ class IncrementalFile:
             if not kids:
                 rs, re_new, region_kids = lo, hi, []
                 break
+            # Kids the edit and the syntax changes touch; in a gap, the kid after it.
             i = next((k for k, c in enumerate(kids) if c.end_byte >= lo), len(kids))
             j = next((k for k in range(len(kids) - 1, -1, -1) if kids[k].start_byte <= hi), -1)
+            if i >= len(kids) or (j < i and not with_next and not (
+                    i > 0 and _ends_with_pre(kids[i - 1]))):
+                rs, re_new, region_kids = lo, hi, []    # whitespace between children
+                break
+            j = max(i, j)
             if i == j and kids[i].type in _LIST_OWNERS:
                 body = kids[i].child_by_field_name("body")
                 if body is not None and body.type == "declaration_list" and \
@@ -744,10 +768,9 @@ class IncrementalFile:
                     owners.append(kids[i])
                     node = body
                     continue
-            i, j = max(0, min(i, j) - 1), min(len(kids) - 1, max(i, j) + 1)
-            while i > 0 and kids[i - 1].type in _PRE_TYPES:
+            while i > 0 and _ends_with_pre(kids[i - 1]):
                 i -= 1
-            while j < len(kids) - 1 and kids[j].type in _PRE_TYPES:
+            while j < len(kids) - 1 and _ends_with_pre(kids[j]):
                 j += 1
             rs, re_new = min(lo, kids[i].start_byte), max(hi, kids[j].end_byte)
             region_kids = kids[i:j + 1]
@@ -762,6 +785,8 @@ class IncrementalFile:
         tail = [it for it in old.items if it.start_byte >= re_old]
         inside = [it for it in old.items if rs <= it.start_byte < re_old]
         enclosing = [k for k, it in enumerate(head) if it.end_byte > rs]
+        if any(it.outer_start_byte < re_old for it in tail):
+            return None if with_next else _RETRY
         if any(it.end_byte > re_old for it in inside) or \
                 [(head[k].kind, head[k].start_byte, head[k].end_byte + db)
                  for k in enclosing] != [(o.type.removesuffix("_item"), o.start_byte,
@@ -798,6 +823,22 @@ class IncrementalFile:
         ex.uses, ex.mods, ex.file_doc = uses, mods, docs
         ex.error_nodes = errs
         return ex
+
+
+def _ends_with_pre(node: Node, max_depth: int = 64) -> bool:
+    """Whether `node` ends with an attribute or comment (error recovery can nest them):
+    then the item after it may take its docs and attributes. True when too deep to tell."""
+    for _ in range(max_depth):
+        if node.type in _PRE_TYPES:
+            return True
+        k = node.child_count - 1
+        while k >= 0 and (last := node.child(k)) is not None and \
+                last.start_byte == last.end_byte:
+            k -= 1                      # zero-width MISSING tokens
+        if k < 0 or last is None:
+            return False
+        node = last
+    return True
 
 
 def _replace_line(rec: Any, dl: int) -> Any:

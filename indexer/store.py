@@ -49,9 +49,12 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 #: Files per write transaction during a scan (one commit costs ~1 ms in WAL/NORMAL).
 COMMIT_EVERY_FILES = 200
+#: Size the -wal file is truncated to after a checkpoint.
+WAL_LIMIT_BYTES = 8 << 20
 #: Decoded FileIndex records kept in memory (LRU).
 FILE_CACHE_SIZE = 4096
-#: Open editor buffers whose parse trees are kept for incremental updates (LRU).
+#: Open editor buffers whose parse trees are kept for incremental updates (the most
+#: recently edited ones).
 BUFFER_TREES = 32
 #: Token counts buffered before a write.
 TOKEN_FLUSH_EVERY = 256
@@ -92,6 +95,7 @@ class ScanStats:
     items: int = 0          # items in the index afterwards
     bytes: int = 0          # bytes of source in the index afterwards
     seconds: float = 0.0
+    failed: int = 0         # parsed files whose rows could not be written (disk full, I/O)
     skipped: list[SkippedFile] = field(default_factory=list)
 
 
@@ -190,12 +194,17 @@ class Index:
     def _init(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        # The WAL is checkpointed every 1000 pages (default); this truncates the file after
+        # a checkpoint, so its size stays bounded (reliability-notes §4).
+        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         conn.executescript(_SCHEMA)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)",
                      (codec.FINGERPRINT,))
         # Buffers of an earlier session are gone: their rows must be re-read from disk.
-        conn.execute("UPDATE files SET origin='disk', mtime_ns=-1 WHERE origin='buffer'")
+        # (Their text was never stored: an empty hash makes the next scan re-read them.)
+        conn.execute("UPDATE files SET origin='disk', mtime_ns=-1, content_hash='' "
+                     "WHERE origin='buffer'")
 
     def close(self) -> None:
         with self._lock:
@@ -243,6 +252,9 @@ class Index:
 
     def text(self, path: str) -> str | None:
         with self._lock:
+            state = self._buffers.get(path)
+            if state is not None and state.text is not None:
+                return state.text
             row = self._conn.execute("SELECT text FROM contents WHERE path=?",
                                      (path,)).fetchone()
             return row[0] if row else None
@@ -368,7 +380,8 @@ class Index:
             row = self._conn.execute(
                 "SELECT content_hash, module, base_module, crate, read_only, abspath, origin "
                 "FROM files WHERE path=?", (path,)).fetchone()
-            if row is not None and row[0] == content_hash(data) and row[6] == "buffer":
+            digest = content_hash(data)
+            if row is not None and row[0] == digest and row[6] == "buffer":
                 cached = self.file(path)
                 if cached is not None:
                     return cached
@@ -378,8 +391,11 @@ class Index:
             else:
                 module, crate = self._module_of_new(path)
                 base, read_only, abspath = module, False, self._abspath_of_new(path)
-            fi = self._buffer_state(path, module, crate, read_only).update(data)
-            p = _parsed_from(Job(path, abspath or "", module, crate, read_only), fi, text)
+            fi = self._buffer_state(path, module, crate, read_only).update(data, digest)
+            state = self._buffers[path]
+            # The buffer's text lives in memory (`text()`); rows of buffers do not outlive
+            # the session, and 200 kB per keystroke into the WAL is what made updates slow.
+            p = _parsed_from(Job(path, abspath or "", module, crate, read_only), fi, None)
             try:
                 with self._tx():
                     self._write(p, origin="buffer", base_module=base)
@@ -387,6 +403,7 @@ class Index:
             except sqlite3.Error as exc:    # disk full, I/O error: the old rows stay
                 log.warning("index update of %s not saved: %s", path, exc)
                 return fi
+            state.text = text
             self._cache[path] = fi
             return fi
 
@@ -399,16 +416,16 @@ class Index:
             state = IncrementalFile(path, module=module, crate=crate, read_only=read_only)
         self._buffers[path] = state
         self._buffers.move_to_end(path)
-        while len(self._buffers) > BUFFER_TREES:
-            self._buffers.popitem(last=False)
+        for old in list(self._buffers.values())[:-BUFFER_TREES]:
+            old.forget_tree()               # its text stays: the buffer is still open
         return state
 
     def drop_buffer(self, path: str) -> None:
         """The editor closed `path`: the disk decides again."""
         with self._lock:
             self._buffers.pop(path, None)
-            self._conn.execute("UPDATE files SET origin='disk', mtime_ns=-1 WHERE path=?",
-                               (path,))
+            self._conn.execute("UPDATE files SET origin='disk', mtime_ns=-1, content_hash='' "
+                               "WHERE path=? AND origin='buffer'", (path,))
         self.refresh([path])
 
     def remove(self, path: str) -> None:
@@ -522,9 +539,12 @@ class Index:
         changed |= self._commit(pending, base_of, stats)
         with self._lock:
             if changed:
-                with self._tx():
-                    stats.relocated = self._resolve_modules()
-                    self._bump()
+                try:
+                    with self._tx():
+                        stats.relocated = self._resolve_modules()
+                        self._bump()
+                except sqlite3.Error as exc:
+                    log.warning("index modules not updated: %s", exc)
             stats.files, stats.items, stats.bytes = self.totals()
             stats.skipped = self.skipped()
         stats.seconds = time.perf_counter() - t0
@@ -535,6 +555,15 @@ class Index:
         win). Returns whether anything was written."""
         if not batch:
             return False
+        try:
+            return self._commit_batch(batch, base_of, stats)
+        except sqlite3.Error as exc:    # disk full, I/O error: the batch rolled back
+            log.warning("index batch of %d files not saved: %s", len(batch), exc)
+            stats.failed += len(batch)
+            return False
+
+    def _commit_batch(self, batch: list[Parsed], base_of: dict[str, str],
+                      stats: ScanStats) -> bool:
         with self._lock, self._tx():
             buffers = {r[0] for r in self._conn.execute(
                 "SELECT path FROM files WHERE origin='buffer'")}
@@ -621,7 +650,7 @@ def _job_module(f: SourceFile, row: tuple | None) -> str:
     return f.module
 
 
-def _parsed_from(job: Job, fi: FileIndex, text: str) -> Parsed:
+def _parsed_from(job: Job, fi: FileIndex, text: str | None) -> Parsed:
     return Parsed(job, blob=codec.encode(fi), text=text, size=fi.size, mtime_ns=-1,
                   content_hash=fi.content_hash, module=fi.module,
                   names="\n".join(sorted({it.name for it in fi.items if it.name})),
@@ -649,4 +678,7 @@ class _Transaction:
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if not self.owner:
             return
-        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:      # SQLITE_FULL and I/O errors may roll back first
+            self.conn.execute("ROLLBACK")

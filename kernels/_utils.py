@@ -7,6 +7,7 @@ memory per block on sm_86/sm_89) and on Hopper (227 KB).
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -64,7 +65,13 @@ def smem_cap() -> int:
         return _smem_cap
     if interpreting() or not torch.cuda.is_available():
         return CONSUMER_SMEM_BYTES
-    dev = torch.cuda.current_device()
+    return _device_smem(torch.cuda.current_device())
+
+
+@functools.cache
+def _device_smem(dev: int) -> int:
+    # Cached: decode calls took 2 ms on the H100 [2026-11-23] while this driver query ran on
+    # every launch; with the cache see docs/KERNELS.md for the re-measured figure.
     props = triton.runtime.driver.active.utils.get_device_properties(dev)
     return int(props["max_shared_mem"])
 
@@ -73,7 +80,12 @@ def device_arch() -> int:
     """Compute capability as an int (90 for sm_90); 86 under the interpreter or without CUDA."""
     if interpreting() or not torch.cuda.is_available():
         return 86
-    major, minor = torch.cuda.get_device_capability()
+    return _capability(torch.cuda.current_device())
+
+
+@functools.cache
+def _capability(dev: int) -> int:
+    major, minor = torch.cuda.get_device_capability(dev)
     return 10 * major + minor
 
 

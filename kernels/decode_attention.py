@@ -4,7 +4,7 @@ Algorithm: the visible key range of the query tokens is cut into `n_splits` chun
 per (batch, KV head, chunk) runs the online softmax over its chunk for all the query heads that
 share the KV head (GQA packing: GROUP x Tq rows in one tile, so each K/V byte is read once), and
 writes an unnormalised partial output with its running max and sum. A second small kernel merges
-the chunks (log-sum-exp rescaling). Enough chunks are made to put about two programs on every
+the chunks (log-sum-exp rescaling), one program per output row. Enough chunks are made to put about two programs on every
 multiprocessor, so a single sequence fills the GPU. With a window (local layers) the range starts
 at the first query's window, so the work is bounded by the window, not the cache.
 
@@ -19,6 +19,7 @@ Caution: meant for Tq * GROUP <= 128 rows; longer chunks go to the prefill kerne
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -83,42 +84,41 @@ def _decode_split_kernel(
 @triton.jit
 def _decode_merge_kernel(
     Opart, Mpart, Lpart, Out, stride_ob, stride_oh, stride_om, Hkv, Tq, n_splits,
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, SPLITS: tl.constexpr,
 ):
-    """Merge the chunks' partials of one (batch, KV head) into the final output rows."""
+    """Merge all chunks' partials of one output row at once (log-sum-exp rescaling)."""
     pid_bh = tl.program_id(0)
+    r = tl.program_id(1)  # row: query token r % Tq of query head off_kh * GROUP + r // Tq
     off_b = pid_bh // Hkv
     off_kh = pid_bh % Hkv
-    offs_r = tl.arange(0, BLOCK_R)
+    offs_s = tl.arange(0, SPLITS)
     offs_d = tl.arange(0, HEAD_DIM)
-    acc = tl.zeros([BLOCK_R, HEAD_DIM], dtype=tl.float32)
-    m_i = tl.full([BLOCK_R], -1.0e30, dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_R], dtype=tl.float32)
-    for s in range(0, n_splits):
-        base = pid_bh * n_splits + s
-        m_s = tl.load(Mpart + base * BLOCK_R + offs_r)
-        l_s = tl.load(Lpart + base * BLOCK_R + offs_r)
-        o_s = tl.load(Opart + base * BLOCK_R * HEAD_DIM + offs_r[:, None] * HEAD_DIM
-                      + offs_d[None, :])
-        m_new = tl.maximum(m_i, m_s)
-        alpha = tl.math.exp2(m_i - m_new)
-        beta = tl.math.exp2(m_s - m_new)
-        acc = acc * alpha[:, None] + o_s * beta[:, None]
-        l_i = l_i * alpha + l_s * beta
-        m_i = m_new
-    l_i = tl.where(l_i == 0.0, 1.0, l_i)
-    out = acc / l_i[:, None]
-    r_ok = offs_r < GROUP * Tq
-    head = off_kh * GROUP + offs_r // Tq
-    t = offs_r % Tq
-    tl.store(Out + off_b * stride_ob + head[:, None] * stride_oh + t[:, None] * stride_om
-             + offs_d[None, :], out.to(Out.dtype.element_ty), mask=r_ok[:, None])
+    s_ok = offs_s < n_splits
+    base = (pid_bh * n_splits + offs_s) * BLOCK_R + r  # (SPLITS,)
+    m_s = tl.load(Mpart + base, mask=s_ok, other=-1.0e30)
+    l_s = tl.load(Lpart + base, mask=s_ok, other=0.0)
+    o_s = tl.load(Opart + base[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None],
+                  other=0.0)
+    m = tl.max(m_s, 0)
+    w = tl.math.exp2(m_s - m)
+    den = tl.sum(l_s * w, 0)
+    den = tl.where(den == 0.0, 1.0, den)
+    out = tl.sum(o_s * w[:, None], 0) / den
+    head = off_kh * GROUP + r // Tq
+    t = r % Tq
+    tl.store(Out + off_b * stride_ob + head * stride_oh + t * stride_om + offs_d,
+             out.to(Out.dtype.element_ty))
 
 
 def _num_sms(device: torch.device) -> int:
     if interpreting() or device.type != "cuda":
         return 4
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _sm_count(dev: int) -> int:
+    return torch.cuda.get_device_properties(dev).multi_processor_count
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_start: int,
@@ -175,9 +175,12 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_sta
         GROUP=group, HEAD_DIM=D, BLOCK_R=block_r, BLOCK_N=block_n, COUNT=count,
         num_warps=4, num_stages=stages,
     )
-    _decode_merge_kernel[(B * Hkv,)](
+    # One program per output row: the first version looped over the splits in one program per
+    # KV head, and its dependent loads cost about 0.13 ms at 128 splits on the H100 [2026-11-23].
+    _decode_merge_kernel[(B * Hkv, rows)](
         opart, mpart, lpart, out, out.stride(0), out.stride(1), out.stride(2), Hkv, Tq,
-        n_splits, GROUP=group, HEAD_DIM=D, BLOCK_R=block_r, num_warps=4,
+        n_splits, GROUP=group, HEAD_DIM=D, BLOCK_R=block_r,
+        SPLITS=max(16, triton.next_power_of_2(n_splits)), num_warps=4,
     )
     return (out, cnt) if count else out
 

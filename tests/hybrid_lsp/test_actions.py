@@ -96,3 +96,94 @@ def test_body_fallback() -> None:
     assert body_or_todo("let x = 1;\nx + 1") == ("let x = 1;\nx + 1", True)
     assert body_or_todo("let = = ;(") == ("todo!()", False)
     assert body_or_todo("") == ("todo!()", False)
+
+
+# -- std traits from the index's std stub; any model output ------------------------------
+
+def impl_items(code: str) -> list[str]:
+    """Names of the items of every impl block in `code`, in order."""
+    from hybrid_lsp.actions import _Src, _walk
+
+    src = _Src(code)
+    return [src.node_text(c.child_by_field_name("name")) for n in _walk(src.tree.root_node)
+            if n.type == "impl_item" for c in n.child_by_field_name("body").named_children]
+
+
+@pytest.mark.parametrize("trait,have,items", [
+    ("std::fmt::Display", "", [
+        "fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result"]),
+    ("Iterator", "", ["type Item", "fn next(&mut self) -> Option<Self::Item>"]),
+    ("Iterator", "    type Item = u8;\n", ["fn next(&mut self) -> Option<Self::Item>"]),
+    ("FromStr", "", ["type Err", "fn from_str(s: &str) -> Result<Self, Self::Err>"]),
+    ("Hash", "", ["fn hash<H: std::hash::Hasher>(&self, state: &mut H)"]),
+    ("PartialOrd", "", ["fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering>"]),
+    ("std::ops::Add<i32>", "", ["type Output", "fn add(self, rhs: i32) -> Self::Output"]),
+    ("IntoIterator", "", ["type Item", "type IntoIter", "fn into_iter(self) -> Self::IntoIter"]),
+])
+def test_std_traits_come_from_the_stub(trait: str, have: str, items: list[str]) -> None:
+    code = f"struct P;\nimpl {trait} for P {{\n{have}}}\n"
+    ins = implement_trait(code, code.index("impl") + 2, {})
+    assert ins is not None and no_new_errors(code, ins)
+    for sig in items:
+        assert ins.text.count(sig) == 1, (sig, ins.text)
+    names = [s.split("(")[0].split("<")[0].split()[-1] for s in items]
+    assert impl_items(apply(code, ins)) == impl_items(code) + names
+
+
+MODEL_SAYS = [
+    ('write!(f, "P")', True),
+    ("{\n    let n = 1;\n    write!(f, \"{n}\")\n}", True),
+    ("", False),
+    ("x } fn evil() {", False),                    # parses alone, would add an item
+    ("}\n}\nfn other() {}\nimpl Q for P {", False),
+    ("let = = ;(", False),
+    ("/* never closed", False),
+    ("(" * 500, False),
+    ("<|fim_middle|>", False),
+]
+
+
+@pytest.mark.parametrize("said,kept", MODEL_SAYS)
+def test_implement_trait_whatever_the_model_says(said: str, kept: bool) -> None:
+    from hybrid_lsp.actions import body_slots, fallback_note, plan_impl, render_impl
+
+    code = "use std::fmt;\nstruct P;\nimpl fmt::Display for P {\n}\nfn after() {}\n"
+    plan = plan_impl(code, code.index("impl") + 2, {})
+    assert list(body_slots(code, plan)) == ["fmt"]
+    prefix, suffix = body_slots(code, plan)["fmt"]
+    assert prefix.endswith("-> std::fmt::Result {\n        ") and suffix.startswith("\n    }")
+    ins = render_impl(plan, {"fmt": said})
+    after = apply(code, ins)
+    assert error_count(after) == error_count(code) == 0
+    assert impl_items(after) == ["fmt"] and after.count("fn ") == 2
+    assert (ins.fallbacks == ()) is kept
+    note = fallback_note(ins.fallbacks, {"fmt": said})
+    assert ("did not parse" in note) is not kept
+    assert "no model answer" in fallback_note(render_impl(plan, {"fmt": None}).fallbacks,
+                                              {"fmt": None})
+
+
+@pytest.mark.parametrize("arms,expected", [
+    ("Dir::N | Dir::W => 0,", ["E(..)", "S { .. }"]),
+    ("d @ Dir::E(_) => 0,\n        Dir::N => 1,", ["S { .. }", "W"]),
+    ("Dir::E(x) if x > 0 => 0,", ["N", "E(..)", "S { .. }", "W"]),  # a guard covers nothing
+    ("other => 0,", None),
+    ("_ => 0,", None),
+])
+def test_fill_match_patterns(arms: str, expected: list[str] | None) -> None:
+    code = ("enum Dir { N, E(u8), S { x: u8 }, W }\nfn f(d: Dir) -> u8 {\n    match d {\n"
+            f"        {arms}\n    }}\n}}\n")
+    ins = fill_match(code, code.index("match d") + 2, {})
+    if expected is None:
+        assert ins is None
+        return
+    assert ins is not None and no_new_errors(code, ins)
+    assert [ln.strip() for ln in ins.text.splitlines() if "=>" in ln] == [
+        f"Dir::{v} => todo!()," for v in expected]
+
+
+def test_fill_match_on_std_enums() -> None:
+    code = "fn f(o: std::cmp::Ordering) {\n    match o {\n        Ordering::Less => {}\n    }\n}\n"
+    ins = fill_match(code, code.index("match") + 2, {})
+    assert ins is not None and no_new_errors(code, ins)
+    assert "Ordering::Equal => todo!()," in ins.text and "Ordering::Greater" in ins.text

@@ -68,10 +68,10 @@ async def test_warming_watchdog_and_fault_injection(tmp_path: Path, tiny_model: 
         assert c.get("warm_done", 0) == 0 and c.get("warm_generated_tokens", 0) == 0, c
         received = c["warm_received"]
         # 3. The cursor entering another item warms again; typing inside it does not.
-        edit(client, uri, 2, 22, 23, " ")  # in `unit`, the last function
+        edit(client, uri, 2, 23, 4, " ")  # in the body of `unit`, the last function
         st = await poll(client, lambda s: counters(s)["warm_received"] > received)
         received = counters(st)["warm_received"]
-        edit(client, uri, 3, 22, 24, " ")
+        edit(client, uri, 3, 23, 5, " ")
         await asyncio.sleep(0.8)  # longer than the warm delay: a warm would have been sent
         assert counters(await status(client))["warm_received"] == received
         # 4. An index update (a new file on disk, seen by the watchdog observer) warms

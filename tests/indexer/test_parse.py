@@ -3,12 +3,15 @@ written by reading the .rs files, never regenerated)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
+from tree_sitter import Parser
 
+from indexer import parse as parse_mod
 from indexer.items import FileIndex, Item, ModDecl, UseDecl
-from indexer.parse import content_hash, module_for_path, parse_file
+from indexer.parse import IncrementalFile, common_affixes, content_hash, module_for_path, parse_file
 
 CRATE = Path(__file__).parent / "fixtures" / "wordcount"
 
@@ -239,3 +242,72 @@ def test_cancel_stops_parse() -> None:
     assert fi.errors == ("cancel callback raised RuntimeError",)
     # The next parse in the same process works (parser reset).
     assert parse_file("src/lib.rs", b"fn g() {}").items[0].name == "g"
+
+
+# -- incremental re-parse (editor buffers) -------------------------------------------------
+
+_STUB = (Path(__file__).parents[2] / "indexer" / "std_stub" / "lib.rs").read_bytes()
+_SNIPPETS = [b"x", b" ", b"\n", b"}", b"{", b"fn f() {}\n", b"/// doc\n", b"#[inline]\n",
+             b"//! inner\n", b"\"", b"'", b"/*", b"*/", b"impl A { fn g(&self) {} }\n",
+             b"mod m { pub struct S; }\n", b"use a::{b, c};\n", b"(", b";", b"pub "]
+
+
+def _full_extraction(inc: IncrementalFile, data: bytes) -> FileIndex:
+    """What a full extraction of the incremental file's current tree gives."""
+    ex = parse_mod._Extractor(inc.path, data, inc.module)
+    ex.run(inc._tree.root_node)
+    base = FileIndex(path=inc.path, content_hash=content_hash(data), size=len(data))
+    return ex.file_index(base, [], inc._tree.root_node.has_error)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_incremental_update_equals_full_extraction(seed: int) -> None:
+    """Edit fuzz (reliability-notes §6.5): random edits, each one re-extracted from the
+    edited region only, must give what a full extraction of the same tree gives, and
+    (where tree-sitter's incremental tree equals a fresh parse) what `parse_file` gives."""
+    rng = random.Random(seed)
+    data = _STUB
+    inc = IncrementalFile("src/stub.rs")
+    assert inc.update(data) == parse_file("src/stub.rs", data)
+    fresh_parser = Parser(parse_mod.language())
+    for _ in range(40):
+        p = rng.randrange(len(data) + 1)
+        r = rng.random()
+        if r < 0.5:
+            data = data[:p] + rng.choice(_SNIPPETS) + data[p:]
+        elif r < 0.8:
+            data = data[:p] + data[p + rng.randrange(1, 30):]
+        else:
+            q = rng.randrange(len(data) + 1)
+            data = data[:min(p, q)] + rng.choice(_SNIPPETS) + data[max(p, q):]
+        got = inc.update(data)
+        assert got == _full_extraction(inc, data)
+        if str(fresh_parser.parse(data).root_node) == str(inc._tree.root_node):
+            assert got == parse_file("src/stub.rs", data)
+    assert inc.region_extractions > 10         # the rest fell back to a full extraction
+
+
+def test_typing_in_a_body_re_extracts_a_region() -> None:
+    """Typing inside a method of an impl re-extracts only around that method."""
+    src = (b"pub struct A;\n\nimpl A {\n" + b"".join(
+        b"    /// m%d\n    pub fn m%d(&self) -> u32 {\n        %d\n    }\n\n" % (k, k, k)
+        for k in range(200)) + b"}\n")
+    inc = IncrementalFile("src/a.rs")
+    inc.update(src)
+    at = src.index(b"        100\n")
+    stmt = b"let v = 1;\n        "
+    for k in range(1, len(stmt) + 1):
+        got = inc.update(src[:at] + stmt[:k] + src[at:])
+    assert inc.full_extractions == 1 and inc.region_extractions == len(stmt)
+    m100 = next(it for it in got.items if it.name == "m100")
+    assert (m100.parent, m100.kind, m100.doc, m100.is_pub) == ("A", "method", "m100", True)
+    assert got == parse_file("src/a.rs", src[:at] + stmt + src[at:])
+    assert "v" in got.references
+
+
+def test_common_affixes() -> None:
+    assert common_affixes(b"abcdef", b"abXYef") == (2, 2)
+    assert common_affixes(b"aaaa", b"aaaaa") == (4, 0)
+    assert common_affixes(b"", b"x") == (0, 0)
+    big = bytes(range(256)) * 1000
+    assert common_affixes(big, big[:70_001] + b"!" + big[70_001:]) == (70_001, len(big) - 70_001)

@@ -246,3 +246,121 @@ def test_one_database_per_workspace(tmp_path: Path) -> None:
     assert a != default_db_path(["/x/b"], str(tmp_path))
     assert default_db_path(["/x/a", "/x/b"], str(tmp_path)) == \
         default_db_path(["/x/b", "/x/a"], str(tmp_path))
+
+
+# -- reliability: kill -9, disk full, WAL growth (reliability-notes §4) --------------------
+
+def _big_ws(root: Path, nfiles: int) -> Path:
+    (root / "src").mkdir(parents=True)
+    (root / "Cargo.toml").write_text('[package]\nname = "big"\nversion = "0.1.0"\n')
+    (root / "src" / "lib.rs").write_text("".join(f"pub mod m{k};\n" for k in range(nfiles)))
+    body = "".join(f"/// f{j}\npub fn f{j}(x: u32) -> u32 {{ x + {j} }}\n" for j in range(40))
+    for k in range(nfiles):
+        (root / "src" / f"m{k}.rs").write_text(f"pub struct S{k};\n{body}")
+    return root
+
+
+def _consistent(db: str) -> None:
+    """integrity_check, and our invariants: every file row has its contents and names."""
+    c = sqlite3.connect(db)
+    try:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert c.execute("SELECT count(*) FROM files WHERE path NOT IN "
+                         "(SELECT path FROM contents)").fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM names WHERE path NOT IN "
+                         "(SELECT path FROM files)").fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM files f WHERE nitems > 0 AND NOT EXISTS "
+                         "(SELECT 1 FROM names n WHERE n.path = f.path)").fetchone()[0] == 0
+    finally:
+        c.close()
+
+
+_INDEXER = """
+import sys
+from indexer import store
+from indexer.store import Index
+from indexer.workspace import ScanOptions
+store.COMMIT_EVERY_FILES = 5
+with Index([sys.argv[1]], options=ScanOptions(include_deps=False, include_std=False),
+           cache_dir=sys.argv[2], workers=0) as ix:
+    ix.reconcile()
+"""
+
+
+@pytest.mark.parametrize("kill_after_files", [5, 40, 120])
+def test_kill_9_during_indexing(tmp_path: Path, kill_after_files: int) -> None:
+    """A process indexing is SIGKILLed mid-way; the next open is consistent and completes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    ws = _big_ws(tmp_path / "ws", 200)
+    cache = tmp_path / "cache"
+    db = default_db_path([ws], str(cache))
+    repo = Path(__file__).parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", _INDEXER, str(ws), str(cache)], cwd=repo,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1) as c:
+                    if c.execute("SELECT count(*) FROM files").fetchone()[0] >= kill_after_files:
+                        break
+            except sqlite3.Error:
+                pass
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL        # killed mid-way, not finished
+    _consistent(db)
+    with Index([ws], options=ScanOptions(include_deps=False, include_std=False),
+               cache_dir=str(cache), workers=0) as index:
+        assert index.rebuilt_reason is None
+        st = index.reconcile()
+        assert st.files == 201 and not st.skipped
+        assert len(index.items_named("f39")) == 200
+    _consistent(db)
+
+
+def test_disk_full_mid_index_keeps_the_index_consistent(tmp_path: Path, caplog,
+                                                         monkeypatch) -> None:
+    """SQLITE_FULL in the middle of a scan and of an editor update: logged, rolled back,
+    no exception; the rows already committed stay, and the index recovers once space is
+    back."""
+    ws = _big_ws(tmp_path / "ws", 60)
+    monkeypatch.setattr(store_mod, "COMMIT_EVERY_FILES", 10)
+    opts = ScanOptions(include_deps=False, include_std=False)
+    with Index([ws], options=opts, cache_dir=str(tmp_path / "cache"), workers=0) as index:
+        index._conn.execute("PRAGMA max_page_count=60")      # ~240 kB: "the disk is full"
+        st = index.reconcile()
+        assert st.failed > 0
+        assert "not saved" in caplog.text
+        n_files = index.totals()[0]
+        assert 0 < n_files < 61
+        fi = index.update_text("src/m1.rs", "pub struct Edited;\n" * 2000)
+        assert fi.items and fi.items[0].name == "Edited"
+        _consistent(index.db_path)
+        index._conn.execute("PRAGMA max_page_count=1000000")
+        st = index.reconcile()
+        assert st.failed == 0 and index.totals()[0] == 61
+    _consistent(index.db_path)
+
+
+def test_wal_stays_bounded_over_many_updates(ws: Path, tmp_path: Path) -> None:
+    """Hundreds of editor updates and scans with queries in between: the -wal file is
+    checkpointed and truncated, so it stays bounded."""
+    with open_index(ws, tmp_path) as index:
+        index.reconcile()
+        text = (ws / "src" / "count.rs").read_text()
+        wal = index.db_path + "-wal"
+        biggest = 0
+        for k in range(400):
+            index.update_text("src/count.rs", text + f"\npub fn added{k}() {{}}\n" * 50)
+            assert index.items_named(f"added{k}")
+            if k % 50 == 0:
+                index.refresh(["src/lib.rs"])
+            biggest = max(biggest, os.path.getsize(wal))
+        assert biggest < store_mod.WAL_LIMIT_BYTES + (4 << 20)
+    _consistent(index.db_path)
