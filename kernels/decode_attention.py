@@ -4,9 +4,10 @@ Algorithm: the visible key range of the query tokens is cut into `n_splits` chun
 per (batch, KV head, chunk) runs the online softmax over its chunk for all the query heads that
 share the KV head (GQA packing: GROUP x Tq rows in one tile, so each K/V byte is read once), and
 writes an unnormalised partial output with its running max and sum. A second small kernel merges
-the chunks (log-sum-exp rescaling), one program per output row. Enough chunks are made to put about two programs on every
-multiprocessor, so a single sequence fills the GPU. With a window (local layers) the range starts
-at the first query's window, so the work is bounded by the window, not the cache.
+the chunks (log-sum-exp rescaling), one program per output row. Enough chunks are made to put
+about two programs on every multiprocessor, so a single sequence fills the GPU. With a window
+(local layers) the range starts at the first query's window, so the work is bounded by the
+window, not the cache.
 
 Layout: as kernels/reference.py; queries at q_start .. q_start + Tq - 1 see keys causally (a few
 query tokens: speculative or multi-token decode).

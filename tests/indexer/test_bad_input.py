@@ -3,7 +3,11 @@ reason; indexing never crashes and never loses the rest of the index."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -130,23 +134,53 @@ def test_symlink_loops_and_fifo(ws: Path, tmp_path: Path) -> None:
         assert r["src/me.rs"].startswith("unreadable")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_and_folder(ws: Path, tmp_path: Path) -> None:
+UNREADABLE_SCRIPT = """
+import json, sys
+from indexer.store import Index
+from indexer.workspace import ScanOptions
+ws, cache = sys.argv[1], sys.argv[2]
+with Index([ws], options=ScanOptions(include_deps=False, include_std=False), cache_dir=cache,
+           workers=0) as index:
+    index.reconcile()
+    print(json.dumps({"reasons": {s.path: s.reason for s in index.skipped()},
+                      "good": bool(index.items_named("Good"))}))
+"""
+
+
+def _unreadable_as_unprivileged(ws: Path, tmp_path: Path) -> dict:
+    """Index `ws` in a child process for which mode 0 really means no access.
+
+    Root reads files whatever their mode, so when the tests run as root (as CI does) the
+    child runs without the capabilities that let it (util-linux `setpriv`).
+    """
     locked = ws / "src" / "locked.rs"
     locked.write_text("fn l() {}\n")
     locked.chmod(0)
     (ws / "src" / "closed").mkdir()
     (ws / "src" / "closed").chmod(0)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "running as root needs util-linux setpriv to drop file capabilities"
+        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     try:
-        with index_of(ws, tmp_path) as index:
-            index.reconcile()
-            r = reasons(index)
-            assert r["src/locked.rs"].startswith("unreadable")
-            assert r["src/closed/"].startswith("folder unreadable")
-            assert index.items_named("Good")
+        out = subprocess.run([*prefix, sys.executable, "-c", UNREADABLE_SCRIPT, str(ws),
+                              str(tmp_path / "cache")], capture_output=True, text=True,
+                             env=env, timeout=120)
     finally:
         locked.chmod(0o644)
         (ws / "src" / "closed").chmod(0o755)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_unreadable_file_and_folder(ws: Path, tmp_path: Path) -> None:
+    got = _unreadable_as_unprivileged(ws, tmp_path)
+    r = got["reasons"]
+    assert r["src/locked.rs"].startswith("unreadable")
+    assert r["src/closed/"].startswith("folder unreadable")
+    assert got["good"]
 
 
 def test_unreadable_file_as_any_user(tmp_path: Path) -> None:
