@@ -225,6 +225,9 @@ def run_bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "max_tokens": st["settings"]["completion"]["maxTokens"],
         "context_budget_tokens": st["settings"]["completion"]["contextBudgetTokens"],
         "engine_restarts": st.get("engineRestarts"),
+        "mean_generated_tokens": round(
+            st.get("engineCounters", {}).get("real_generated_tokens", 0)
+            / max(1, st.get("engineCounters", {}).get("real_done", 0)), 1),
     }
 
 
@@ -243,6 +246,7 @@ def section(fig: dict[str, Any]) -> str:
                              f"{c['with_items']} with an item)"),
         ("p50 / p95, all requests", f"{c['all_p50_ms']} / {c['all_p95_ms']} ms"),
         ("p50 / p95, through the engine (no cache hit)", f"{gen} ms"),
+        ("tokens generated per engine request (mean)", str(c["mean_generated_tokens"])),
         ("engine restarts during the run", str(c["engine_restarts"])),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
