@@ -137,7 +137,10 @@ class Document:
 
 
 def load_split(corpus_dir: Path, split: str) -> list[Document]:
-    """Documents of one split of `engine.data.corpus` (`<crate>/<version>/<path>`)."""
+    """Documents of one split of `engine.data.corpus` (`<crate>/<version>/<path>`).
+
+    Text is read with Python's universal newlines, so CRLF files train and score as LF.
+    """
     from engine.data.corpus import split_files
 
     docs = []

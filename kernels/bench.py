@@ -245,7 +245,7 @@ def write_markdown(path: Path, section: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the kernel benchmark; returns a process exit code."""
     ap = argparse.ArgumentParser(prog="hybrid-lsp bench kernels", description=__doc__)
-    ap.add_argument("--n", type=int, nargs="+", default=[8192, 32768, 65536, 131072])
+    ap.add_argument("-n", "--n", type=int, nargs="+", default=[8192, 32768, 65536, 131072])
     ap.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--skip", nargs="*", default=[], choices=["prefill", "decode"])
     ap.add_argument("--out", type=Path, default=Path("docs/BENCHMARKS.md"))
