@@ -1,8 +1,10 @@
 """Parsing many files: in worker processes for cold indexing, in-process for a few.
 
 tree-sitter holds the GIL while it parses (py-tree-sitter #111), so a cold index parses in a
-`ProcessPoolExecutor` (spawned, never forked: a forked SQLite connection corrupts databases,
-reliability-notes §4) and the caller's single writer commits the results in batches.
+`ProcessPoolExecutor` (forked from a clean forkserver, or spawned; never forked from the
+caller: a forked SQLite connection corrupts databases, reliability-notes §4) and the caller's
+single writer commits the results in batches. While the workers start, the caller parses the
+smallest files itself.
 Workers reply with plain bytes, strings and tuples (codec), so the parent unpickles no class.
 
 Each worker parses on a thread with a 64 MiB stack: tree-sitter recurses once per tree level
@@ -15,10 +17,13 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.context import BaseContext
 
 from indexer import codec
 from indexer.items import FileIndex
@@ -32,7 +37,7 @@ WORKER_STACK_BYTES = 64 << 20
 #: enough that per-task overhead (pickling, scheduling) stays under 1%.
 BATCH_FILES = 64
 BATCH_BYTES = 1 << 20
-#: Below this many bytes to parse, process start-up (~0.3 s per spawned worker) costs more
+#: Below this many bytes to parse, process start-up (~0.3 s for the first pool) costs more
 #: than it saves: parse in-process.
 IN_PROCESS_BYTES = 2 << 20
 
@@ -110,6 +115,28 @@ def _parse_batch(jobs: list[tuple[str, str, str, str, bool]]) -> list[tuple]:
     return out
 
 
+def _parse_batch_timed(jobs: list[tuple[str, str, str, str, bool]]
+                       ) -> tuple[int, float, list[tuple]]:
+    """`_parse_batch`, with the worker's pid and its CPU seconds so far (`WORKER_CPU`)."""
+    out = _parse_batch(jobs)
+    return os.getpid(), time.process_time(), out
+
+
+class WorkerCpu:
+    """CPU seconds of the worker processes (for the benchmark): the latest total each
+    worker reported, by pid (a forked worker's clock starts at zero)."""
+
+    def __init__(self) -> None:
+        self.by_pid: dict[int, float] = {}
+
+    def seconds(self) -> float:
+        return sum(self.by_pid.values())
+
+
+#: Worker CPU of this process's `parse_many` calls.
+WORKER_CPU = WorkerCpu()
+
+
 def _batches(jobs: Sequence[Job], sizes: Sequence[int], *,
              max_bytes: int = BATCH_BYTES) -> Iterator[list[Job]]:
     batch: list[Job] = []
@@ -154,18 +181,31 @@ def parse_many(jobs: Sequence[Job], *, sizes: Sequence[int] | None = None,
     share = max(1, sum(sizes) // (4 * nworkers))
     batches = list(_batches([jobs[i] for i in order], [sizes[i] for i in order],
                             max_bytes=min(BATCH_BYTES, share)))
-    ctx = multiprocessing.get_context("spawn")
     started = False
     fallback: list[Job] = []
-    with ProcessPoolExecutor(max_workers=min(nworkers, len(batches)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=min(nworkers, len(batches)),
+                             mp_context=_mp_context()) as pool:
         pending: dict[Future, list[Job]] = {}
-        queue = iter(batches)
+        queue = _Queue(batches)
         try:
             for batch in queue:
-                pending[pool.submit(_parse_batch, [_job_tuple(j) for j in batch])] = batch
+                pending[pool.submit(_parse_batch_timed, [_job_tuple(j) for j in batch])] = batch
                 if len(pending) >= 2 * nworkers:
                     break
             while pending:
+                # While the workers start, this process parses the smallest files itself
+                # (it would only wait): one file at a time, until a batch comes back.
+                while not started and not any(f.done() for f in pending):
+                    job = queue.pop_small()
+                    if job is None:
+                        break
+                    result = parse_job(job)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total, job.path)
+                    yield result
+                    if cancel is not None and cancel():
+                        return
                 ready, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in ready:
                     batch = pending.pop(fut)
@@ -184,7 +224,7 @@ def parse_many(jobs: Sequence[Job], *, sizes: Sequence[int] | None = None,
                         return
                     nxt = next(queue, None)
                     if nxt is not None:
-                        pending[pool.submit(_parse_batch, [_job_tuple(j) for j in nxt])] = nxt
+                        pending[pool.submit(_parse_batch_timed, [_job_tuple(j) for j in nxt])] = nxt
         finally:
             for fut in pending:
                 fut.cancel()
@@ -203,6 +243,40 @@ def parse_many(jobs: Sequence[Job], *, sizes: Sequence[int] | None = None,
             yield result
 
 
+class _Queue:
+    """Batches for the pool, taken largest first; `pop_small` takes single files for the
+    parent from the other end (the smallest)."""
+
+    def __init__(self, batches: list[list[Job]]) -> None:
+        self._batches = deque(deque(b) for b in batches)
+
+    def __iter__(self) -> _Queue:
+        return self
+
+    def __next__(self) -> list[Job]:
+        if not self._batches:
+            raise StopIteration
+        return list(self._batches.popleft())
+
+    def pop_small(self) -> Job | None:
+        while self._batches and not self._batches[-1]:
+            self._batches.pop()
+        if not self._batches:
+            return None
+        return self._batches[-1].pop()
+
+
+def _mp_context() -> BaseContext:
+    """`forkserver` where there is one: a clean server process (started like `spawn`, so
+    no SQLite connection is ever forked, reliability-notes §4) imports the parser once, and
+    each worker is a cheap fork of it; the server stays up for later scans. Else `spawn`."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["indexer.build"])
+    return ctx
+
+
 def _never_started(fut: Future) -> bool:
     """True when a batch failed because the pool broke (before any batch succeeded)."""
     return isinstance(fut.exception(), BrokenProcessPool)
@@ -215,7 +289,9 @@ def _job_tuple(j: Job) -> tuple[str, str, str, str, bool]:
 def _replies(fut: Future, batch: list[Job]) -> list[tuple]:
     """A batch's replies; a crashed worker turns its files into skips, not a failure."""
     try:
-        return fut.result()
+        pid, cpu, replies = fut.result()
     except Exception as exc:  # BrokenProcessPool, a worker killed by the OOM killer, ...
         log.warning("indexing worker failed on %d files: %s", len(batch), exc)
         return [(None, None, 0, 0, "", f"worker failed: {type(exc).__name__}")] * len(batch)
+    WORKER_CPU.by_pid[pid] = max(cpu, WORKER_CPU.by_pid.get(pid, 0.0))
+    return replies

@@ -63,6 +63,17 @@ _KEYWORDS = frozenset(w.encode() for w in (
     "as async await break const continue crate dyn else enum extern false fn for if impl in "
     "let loop match mod move mut pub ref return self Self static struct super trait true "
     "type union unsafe use where while macro_rules _ r").split())
+#: Interiors smaller than this are queried anyway (a skip costs one more query call).
+SKIP_MIN_BYTES = 256
+#: A keyword that starts an item (or `use`) the tags query captures, or an inner doc.
+_ITEM_KEYWORD = re.compile(
+    rb"(?<![\w'])(?:fn|struct|enum|union|trait|impl|mod|const|static|type|macro_rules|use)"
+    rb"(?!\w)|//!|/\*!")
+_INNER_DOC = re.compile(rb"//!|/\*!")
+#: Leaf items whose interior holds no item the tags query captures (token trees, attribute
+#: arguments, use trees).
+_OPAQUE_ITEMS = frozenset({"macro_invocation", "macro_definition", "attribute_item",
+                           "use_declaration"})
 #: Item kinds whose body (field `body`) is elided from the signature.
 _BODY_KINDS = frozenset({"fn", "struct", "enum", "union", "trait", "impl", "mod"})
 #: Item kinds other items nest in (the sweep keeps a stack of these).
@@ -183,7 +194,8 @@ def _parse(path: str, source: bytes, digest: str, cancel: Callable[[], bool] | N
     tree, why = _parse_tree(data, cancel, deadline_s)
     if tree is None:
         return _with(base, errors=(*errors, why))
-    ex = _Extractor(path, data, module if module is not None else module_for_path(path))
+    ex = _Extractor(path, data, module if module is not None else module_for_path(path),
+                    keep_leaves=False)
     ex.run(tree.root_node)
     return ex.file_index(base, errors, tree.root_node.has_error)
 
@@ -266,6 +278,78 @@ def _leaf_tokens(nodes: Sequence[Node], data: bytes) -> list[tuple[int, int, fro
     return out
 
 
+def _leaf_spans(nodes: Sequence[Node], data: bytes, skip: bool
+                ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Byte spans of the item-list leaves (as `_leaf_tokens` splits them), and, when `skip`,
+    the interiors the tags query may leave out, sorted: large enough (`SKIP_MIN_BYTES`)
+    function bodies and const/static values with no item keyword or inner doc comment in
+    their text, and macro, attribute and `use` interiors with no inner doc comment. Nothing
+    the extraction reads can lie there: items and `use`s need their keyword; docs and
+    attributes there precede no item outside; inner docs are kept. (ERROR nodes can lie
+    anywhere: callers pass `skip=False` for trees with errors.)"""
+    spans: list[tuple[int, int]] = []
+    skips: list[tuple[int, int]] = []
+    stack = list(reversed(nodes))
+    kw, inner = _ITEM_KEYWORD.search, _INNER_DOC.search
+    while stack:
+        n = stack.pop()
+        if isinstance(n, tuple):
+            spans.append(n)
+            continue
+        t = n.type
+        start, end = n.start_byte, n.end_byte
+        if t in _LIST_OWNERS:
+            body = n.child_by_field_name("body")
+            if body is not None and body.type == "declaration_list":
+                stack.append((body.end_byte - 1, end))
+                stack.extend(reversed(body.named_children))
+                stack.append((start, body.start_byte + 1))
+                continue
+        spans.append((start, end))
+        if not skip or end - start < SKIP_MIN_BYTES:
+            continue
+        if t == "function_item":
+            body = n.child_by_field_name("body")
+            if body is not None and body.end_byte - body.start_byte >= SKIP_MIN_BYTES and \
+                    kw(data, body.start_byte + 1, body.end_byte - 1) is None:
+                skips.append((body.start_byte + 1, body.end_byte - 1))
+        elif t == "const_item" or t == "static_item":
+            value = n.child_by_field_name("value")
+            if value is not None and value.end_byte - value.start_byte >= SKIP_MIN_BYTES and \
+                    kw(data, value.start_byte, value.end_byte) is None:
+                skips.append((value.start_byte, value.end_byte))
+        elif t in _OPAQUE_ITEMS and inner(data, start + 1, end - 1) is None:
+            skips.append((start + 1, end - 1))
+    return spans, skips
+
+
+def _captures_outside(cursor: QueryCursor, root: Node, skips: Sequence[tuple[int, int]],
+                      size: int) -> dict[str, list[Node]]:
+    """`cursor.captures(root)` leaving out nodes inside the sorted, disjoint `skips` (the
+    cursor does not descend there): one byte-range query per gap; each node is kept from
+    the gap it starts in, so an item spanning several gaps comes once."""
+    if not skips:
+        return cursor.captures(root)
+    out: dict[str, list[Node]] = {}
+    pos = 0
+    for a, b in (*skips, (size + 1, size + 1)):
+        cursor.set_byte_range(pos, a)
+        for cap, nodes in cursor.captures(root).items():
+            got = out.setdefault(cap, [])
+            got.extend(nodes if pos == 0 else (n for n in nodes if n.start_byte >= pos))
+        pos = b
+    return out
+
+
+def _span_references(data: bytes, spans: Sequence[tuple[int, int]]) -> tuple[str, ...]:
+    """`_references` of the leaves at `spans` without per-leaf sets: each leaf's code
+    (`_NOT_CODE` removed leaf by leaf, as `_tokens` does) joined by spaces, scanned once."""
+    sub = _NOT_CODE.sub
+    code = b" ".join([sub(b" ", data[a:b]) for a, b in spans])
+    names = set(_IDENT.findall(code)) - _KEYWORDS
+    return tuple(sorted(n.decode("ascii") for n in names))
+
+
 def _references(leaves: Sequence[tuple[int, int, frozenset[bytes]]]) -> tuple[str, ...]:
     """Distinct identifiers of all leaves, keywords excluded, sorted."""
     names = set().union(*(t for _s, _e, t in leaves)) - _KEYWORDS
@@ -330,8 +414,11 @@ def _doc_text(data: bytes, node: Node) -> str:
 class _Extractor:
     """One file's extraction state: run the tags query, then sweep the sorted captures."""
 
-    def __init__(self, path: str, data: bytes, module: str) -> None:
+    def __init__(self, path: str, data: bytes, module: str, *, keep_leaves: bool = True) -> None:
         self.path, self.data, self.module = path, data, module
+        #: Keep per-leaf token sets (`leaves`) for incremental updates; a one-off parse
+        #: only needs `references`.
+        self.keep_leaves = keep_leaves
         self.items: list[Item] = []
         # Records with the byte span of the node they come from: (start, end, record).
         self.uses: list[tuple[int, int, UseDecl]] = []
@@ -365,7 +452,11 @@ class _Extractor:
         if region is not None:
             cursor.set_byte_range(*region)
             lo, hi = region
-        for cap, nodes in cursor.captures(root).items():
+            captured = cursor.captures(root)
+        else:
+            spans, skips = _leaf_spans(root.named_children, data, not root.has_error)
+            captured = _captures_outside(cursor, root, skips, len(data))
+        for cap, nodes in captured.items():
             if region is not None:
                 nodes = [n for n in nodes if n.start_byte >= lo and n.end_byte <= hi]
             if cap.startswith("definition."):
@@ -383,8 +474,11 @@ class _Extractor:
                                         for n in nodes)
         self.error_nodes.sort()
         if region is None:
-            self.leaves = _leaf_tokens(root.named_children, data)
-            self.references = _references(self.leaves)
+            if self.keep_leaves:
+                self.leaves = [(a, b, _tokens(data, a, b)) for a, b in spans]
+                self.references = _references(self.leaves)
+            else:
+                self.references = _span_references(data, spans)
         pre.sort(key=lambda p: p[1])
         self._pre = pre
         self._pre_end = [p[1] for p in pre]

@@ -45,6 +45,72 @@ def _ms(fn: Callable[[], object]) -> float:
     return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
 
 
+def _graph(fn: Callable[[], object]) -> torch.cuda.CUDAGraph:
+    """`fn` captured in a CUDA graph (warmed up on a side stream first, as torch requires)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g
+
+
+def _graph_ms(fn: Callable[[], object]) -> float:
+    """Device time of one replay of `fn` captured in a CUDA graph (no Python launch cost)."""
+    try:
+        g = _graph(fn)
+        return _ms(g.replay)
+    except Exception as e:  # noqa: BLE001 - report and go on: the other figures still count
+        print(f"CUDA graph timing failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return float("nan")
+
+
+def _host_us(fn: Callable[[], object], n: int = 200) -> float:
+    """Host time of one call in us: launches queued back to back, no synchronisation inside."""
+    import time
+
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    host = (time.perf_counter() - t) / n * 1e6
+    torch.cuda.synchronize()
+    return host
+
+
+def _kernel_us(fn: Callable[[], object], n: int = 20) -> dict[str, float]:
+    """Device time per call of each kernel `fn` launches (torch.profiler), in us."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    try:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(n):
+                fn()
+            torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 - report and go on
+        print(f"profiler failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return {}
+    res: dict[str, float] = {}
+    for e in prof.key_averages():
+        us = getattr(e, "self_device_time_total", None)
+        if us is None:
+            us = getattr(e, "self_cuda_time_total", 0.0)
+        if us and e.count:
+            res[e.key[:60]] = us / n
+    return res
+
+
+def _kernels_line(what: str, ks: dict[str, float]) -> str:
+    body = ", ".join(f"{k} {v:.1f}" for k, v in sorted(ks.items(), key=lambda x: -x[1])[:6])
+    return f"{what} kernels (profiler, us per call): {body}; sum {sum(ks.values()):.1f} us"
+
+
 def copy_bandwidth() -> float:
     """Device-to-device copy rate in bytes/s, counting bytes read plus bytes written."""
     src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
@@ -91,13 +157,12 @@ def _flag(name: str, n: int, d: int, ms: float) -> str:
     return f" (background {ref:.3g} ms, {dev:+.0%}{' DEVIATES' if abs(dev) > 0.15 else ''})"
 
 
-def bench_prefill(n: int, d: int, rows: list[dict], lines: list[str]) -> None:
+def bench_prefill(n: int, d: int, rows: list[dict], lines: list[str],
+                  parts: frozenset[str] = frozenset(("local", "dense", "sparse"))) -> None:
     """Local, dense and sparse prefill at N tokens against SDPA and FlexAttention."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from kernels.global_attention import global_attention
-    from kernels.local_attention import local_attention
-    from kernels.sparse_attention import select_blocks, selection_to_block_mask, sparse_attention
 
     flex, create_block_mask = _flex()
     g = torch.Generator(device="cuda").manual_seed(n + d)
@@ -112,12 +177,21 @@ def bench_prefill(n: int, d: int, rows: list[dict], lines: list[str]) -> None:
     # -- dense causal --
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         t_sdpa = _ms(lambda: F.scaled_dot_product_attention(q, ke, ve, is_causal=True))
-    t_dense = _ms(lambda: global_attention(q, k, v, q_start=0))
     pairs = n * (n + 1) / 2
-    rows.append(dict(op="global dense", n=n, d=d, ms=t_dense, tflops=tflops(pairs, t_dense),
-                     vs_sdpa=t_sdpa / t_dense, vs_flex=None))
+    if "dense" in parts:
+        t_dense = _ms(lambda: global_attention(q, k, v, q_start=0))
+        rows.append(dict(op="global dense", n=n, d=d, ms=t_dense, tflops=tflops(pairs, t_dense),
+                         vs_sdpa=t_sdpa / t_dense, vs_flex=None))
     lines.append(f"N={n} D={d} SDPA causal {t_sdpa:.3f} ms ({tflops(pairs, t_sdpa):.0f} TFLOP/s)"
                  + _flag("sdpa_causal", n, d, t_sdpa))
+    if "local" in parts:
+        _bench_local(n, d, q, k, v, flex, create_block_mask, t_sdpa, tflops, rows, lines)
+    if "sparse" in parts:
+        _bench_sparse(n, d, q, k, v, flex, t_sdpa, tflops, rows, lines)
+
+
+def _bench_local(n, d, q, k, v, flex, create_block_mask, t_sdpa, tflops, rows, lines) -> None:
+    from kernels.local_attention import local_attention
 
     # -- sliding window --
     def window_mod(b, h, q_idx, kv_idx):
@@ -132,6 +206,10 @@ def bench_prefill(n: int, d: int, rows: list[dict], lines: list[str]) -> None:
                      vs_flex=t_flex_w / t_local))
     lines.append(f"N={n} D={d} Flex window {t_flex_w:.3f} ms" + _flag("flex_window", n, d,
                                                                        t_flex_w))
+
+
+def _bench_sparse(n, d, q, k, v, flex, t_sdpa, tflops, rows, lines) -> None:
+    from kernels.sparse_attention import select_blocks, selection_to_block_mask, sparse_attention
 
     # -- block-sparse: our selection timed inside ours, Flex gets the same blocks prebuilt --
     sel = select_blocks(q, k, q_start=0, **SPARSE)
@@ -152,6 +230,11 @@ def bench_prefill(n: int, d: int, rows: list[dict], lines: list[str]) -> None:
                      keys_per_query=pairs_s / n))
     lines.append(f"N={n} D={d} Flex sparse kernel {t_flex_s:.3f} ms; our selection {t_sel:.3f} ms"
                  f"; {pairs_s / n:.0f} keys per query" + _flag("flex_sparse", n, d, t_flex_s))
+    # Launch cost against device time: the same call under a CUDA graph, and per kernel.
+    fn = lambda: sparse_attention(q, k, v, q_start=0, **SPARSE)  # noqa: E731
+    lines.append(f"N={n} D={d} sparse (with selection) under a CUDA graph {_graph_ms(fn):.3f} ms"
+                 f", eager {t_sparse:.3f} ms; host {_host_us(fn):.0f} us per call")
+    lines.append(f"N={n} D={d} " + _kernels_line("sparse", _kernel_us(fn)))
 
 
 def bench_decode(n: int, d: int, bw: float, rows: list[dict], lines: list[str]) -> None:
@@ -162,16 +245,51 @@ def bench_decode(n: int, d: int, bw: float, rows: list[dict], lines: list[str]) 
     q = torch.randn(1, HQ, 1, d, device="cuda", dtype=torch.bfloat16, generator=g)
     k = torch.randn(1, HKV, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
     v = torch.randn(1, HKV, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
-    t_sdpa = _ms(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
-    t_ours = _ms(lambda: decode_attention(q, k, v, q_start=n - 1))
-    t_local = _ms(lambda: decode_attention(q, k, v, q_start=n - 1, window=WINDOW))
+    def sdpa():
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+    def ours():
+        return decode_attention(q, k, v, q_start=n - 1)
+
+    def local():
+        return decode_attention(q, k, v, q_start=n - 1, window=WINDOW)
+
+    pos = torch.full((1,), n - 1, dtype=torch.int32, device="cuda")
+
+    def ours_pos():
+        return decode_attention(q, k, v, q_start=pos)
+
+    t_sdpa = _ms(sdpa)
+    t_eager = _ms(ours)
+    t_local_eager = _ms(local)
+    # Decode runs under CUDA graphs in a server: the graph replay is the kernel-side figure,
+    # the eager one adds Python launch cost whenever that exceeds the device time.
+    t_ours = _graph_ms(ours)
+    t_local = _graph_ms(local)
+    t_pos = _graph_ms(ours_pos)
+    t_sdpa_g = _graph_ms(sdpa)
     nbytes = 2 * k.numel() * k.element_size()
-    rows.append(dict(op="decode global", n=n, d=d, ms=t_ours, gbs=nbytes / t_ours / 1e6,
-                     copy_share=nbytes / (t_ours * 1e-3) / bw, vs_sdpa=t_sdpa / t_ours))
-    rows.append(dict(op=f"decode local W={WINDOW}", n=n, d=d, ms=t_local, vs_sdpa=None))
-    lines.append(f"N={n} D={d} SDPA decode {t_sdpa * 1e3:.1f} us "
-                 f"({nbytes / (t_sdpa * 1e-3) / bw:.0%} of copy)"
+    rows.append(dict(op="decode global (CUDA graph)", n=n, d=d, ms=t_ours,
+                     gbs=nbytes / t_ours / 1e6, copy_share=nbytes / (t_ours * 1e-3) / bw,
+                     vs_sdpa=t_sdpa_g / t_ours))
+    rows.append(dict(op="decode global (eager)", n=n, d=d, ms=t_eager,
+                     gbs=nbytes / t_eager / 1e6, copy_share=nbytes / (t_eager * 1e-3) / bw,
+                     vs_sdpa=t_sdpa / t_eager))
+    rows.append(dict(op="decode global, position tensor (CUDA graph)", n=n, d=d, ms=t_pos,
+                     gbs=nbytes / t_pos / 1e6, copy_share=nbytes / (t_pos * 1e-3) / bw,
+                     vs_sdpa=t_sdpa_g / t_pos))
+    rows.append(dict(op=f"decode local W={WINDOW} (CUDA graph)", n=n, d=d, ms=t_local,
+                     vs_sdpa=None))
+    rows.append(dict(op=f"decode local W={WINDOW} (eager)", n=n, d=d, ms=t_local_eager,
+                     vs_sdpa=None))
+    lines.append(f"N={n} D={d} SDPA decode {t_sdpa * 1e3:.1f} us eager, {t_sdpa_g * 1e3:.1f} us "
+                 f"CUDA graph ({nbytes / (t_sdpa_g * 1e-3) / bw:.0%} of copy)"
                  + _flag("sdpa_decode", n, d, t_sdpa))
+    lines.append(f"N={n} D={d} decode host time per call: ours {_host_us(ours):.0f} us, local "
+                 f"{_host_us(local):.0f} us, SDPA {_host_us(sdpa):.0f} us")
+    lines.append(f"N={n} D={d} " + _kernels_line("decode global", _kernel_us(ours)))
+    lines.append(f"N={n} D={d} " + _kernels_line("decode local", _kernel_us(local)))
+    lines.append(f"N={n} D={d} " + _kernels_line("SDPA decode", _kernel_us(sdpa)))
 
 
 def _fmt(x: float | None, spec: str, suffix: str = "") -> str:
@@ -212,10 +330,11 @@ def targets(rows: list[dict]) -> list[str]:
         res.append(_verdict("sparse vs Flex sparse kernel", r["vs_flex"],
                             TARGETS["sparse_vs_flex"], "x"))
         res.append(_verdict("sparse vs SDPA dense", r["vs_sdpa"], TARGETS["sparse_vs_sdpa"], "x"))
-    r = find("decode global")
-    if r:
-        res.append(_verdict("decode share of copy bandwidth", r["copy_share"],
-                            TARGETS["decode_copy_share"], ""))
+    for op in ("decode global (CUDA graph)", "decode global (eager)"):
+        r = find(op)
+        if r:
+            res.append(_verdict(f"{op} share of copy bandwidth", r["copy_share"],
+                                TARGETS["decode_copy_share"], ""))
     loc = [find("local", n) for n in (32768, 65536)]
     if all(loc):
         res.append(f"local 64K / 32K time ratio {loc[1]['ms'] / loc[0]['ms']:.2f} "
@@ -248,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", "--n", type=int, nargs="+", default=[8192, 32768, 65536, 131072])
     ap.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--skip", nargs="*", default=[], choices=["prefill", "decode"])
+    ap.add_argument("--parts", nargs="+", default=["local", "dense", "sparse", "decode"],
+                    choices=["local", "dense", "sparse", "decode"],
+                    help="which measurements to run (the peers they need come along)")
     ap.add_argument("--out", type=Path, default=Path("docs/BENCHMARKS.md"))
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
@@ -261,9 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     lines: list[str] = []
     for d in args.head_dims:
         for n in args.n:
-            if "prefill" not in args.skip:
-                bench_prefill(n, d, rows, lines)
-            if "decode" not in args.skip:
+            prefill = frozenset(args.parts) & {"local", "dense", "sparse"}
+            if "prefill" not in args.skip and prefill:
+                bench_prefill(n, d, rows, lines, prefill)
+            if "decode" not in args.skip and "decode" in args.parts:
                 bench_decode(n, d, bw, rows, lines)
             print(f"done N={n} D={d}: " + ", ".join(f"{r['op']} {r['ms']:.3f} ms"
                                                     for r in rows[-5:]), flush=True)

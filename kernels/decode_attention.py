@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._utils import attn_smem_bytes, check_qkv, interpreting, smem_cap
+from kernels._utils import attn_smem_bytes, check_qkv, device_arch, interpreting, smem_cap
 from kernels.local_attention import NO_WINDOW, _attn_fwd_inner
 from kernels.reference import attention_ref
 
@@ -37,15 +37,20 @@ MAX_DECODE_ROWS = 128
 
 @triton.jit
 def _decode_split_kernel(
-    Q, K, V, Opart, Mpart, Lpart, Count,
+    Q, K, V, Work, Count, QPos,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
-    Hkv, Tq, Tk, q_start, k_start, window, qk_scale, j_lo, j_hi, chunk,
+    Hkv, Tq, Tk, q_start, k_start, window, qk_scale,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_N: tl.constexpr, COUNT: tl.constexpr,
+    BLOCK_N: tl.constexpr, COUNT: tl.constexpr, POS_PTR: tl.constexpr,
 ):
-    """One program: all GROUP x Tq query rows of one KV head against one chunk of keys."""
+    """One program: all GROUP x Tq query rows of one KV head against one chunk of keys.
+
+    The visible range and the chunk are computed here from q_start (an argument, or read from
+    the device at QPos when POS_PTR), so a captured CUDA graph stays valid as the position moves.
+    Chunks past the range write an empty partial (max -1e30, sum 0), which the merge ignores.
+    """
     pid_s = tl.program_id(0)
     n_splits = tl.num_programs(0)
     pid_bh = tl.program_id(1)
@@ -60,7 +65,14 @@ def _decode_split_kernel(
     t = offs_r % Tq
     q = tl.load(Q + off_b * stride_qb + head[:, None] * stride_qh + t[:, None] * stride_qm
                 + offs_d[None, :], mask=r_ok[:, None], other=0.0)
+    if POS_PTR:
+        q_start = tl.load(QPos).to(tl.int32)
     q_pos = q_start + t
+    # Visible key indices of all the queries: [j_lo, j_hi), cut into n_splits chunks.
+    j_lo = tl.maximum(q_start - window + 1 - k_start, 0)
+    j_hi = tl.maximum(tl.minimum(q_start + Tq - k_start, Tk), j_lo)
+    n_blocks = tl.cdiv(j_hi - j_lo, BLOCK_N)
+    chunk = tl.cdiv(n_blocks, n_splits) * BLOCK_N
     k_base = K + off_b * stride_kb + off_kh * stride_kh
     v_base = V + off_b * stride_vb + off_kh * stride_vh
 
@@ -73,18 +85,20 @@ def _decode_split_kernel(
         acc, m_i, l_i, tl.zeros([], dtype=tl.int32), q, k_base, v_base, stride_kn, stride_vn,
         q_pos, offs_n, offs_d, lo, hi, k_start, Tk, window, qk_scale, True, BLOCK_N)
 
-    # -- write the partial: (B*Hkv, n_splits, BLOCK_R, D) and (B*Hkv, n_splits, BLOCK_R) --
+    # -- write the partial into one workspace: per (B*Hkv, split) BLOCK_R x (D + 2) floats,
+    # the rows' unnormalised output, then their max, then their sum --
     base = pid_bh * n_splits + pid_s
-    tl.store(Opart + base * BLOCK_R * HEAD_DIM + offs_r[:, None] * HEAD_DIM + offs_d[None, :], acc)
-    tl.store(Mpart + base * BLOCK_R + offs_r, m_i)
-    tl.store(Lpart + base * BLOCK_R + offs_r, l_i)
+    w = Work + base * BLOCK_R * (HEAD_DIM + 2)
+    tl.store(w + offs_r[:, None] * HEAD_DIM + offs_d[None, :], acc)
+    tl.store(w + BLOCK_R * HEAD_DIM + offs_r, m_i)
+    tl.store(w + BLOCK_R * (HEAD_DIM + 1) + offs_r, l_i)
     if COUNT:
         tl.store(Count + base, n_vis)
 
 
 @triton.jit
 def _decode_merge_kernel(
-    Opart, Mpart, Lpart, Out, stride_ob, stride_oh, stride_om, Hkv, Tq, n_splits,
+    Work, Out, stride_ob, stride_oh, stride_om, Hkv, Tq, n_splits,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, SPLITS: tl.constexpr,
 ):
     """Merge all chunks' partials of one output row at once (log-sum-exp rescaling)."""
@@ -95,11 +109,10 @@ def _decode_merge_kernel(
     offs_s = tl.arange(0, SPLITS)
     offs_d = tl.arange(0, HEAD_DIM)
     s_ok = offs_s < n_splits
-    base = (pid_bh * n_splits + offs_s) * BLOCK_R + r  # (SPLITS,)
-    m_s = tl.load(Mpart + base, mask=s_ok, other=-1.0e30)
-    l_s = tl.load(Lpart + base, mask=s_ok, other=0.0)
-    o_s = tl.load(Opart + base[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None],
-                  other=0.0)
+    w = Work + (pid_bh * n_splits + offs_s) * (BLOCK_R * (HEAD_DIM + 2))  # (SPLITS,) pointers
+    m_s = tl.load(w + BLOCK_R * HEAD_DIM + r, mask=s_ok, other=-1.0e30)
+    l_s = tl.load(w + BLOCK_R * (HEAD_DIM + 1) + r, mask=s_ok, other=0.0)
+    o_s = tl.load(w[:, None] + r * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None], other=0.0)
     m = tl.max(m_s, 0)
     w = tl.math.exp2(m_s - m)
     den = tl.sum(l_s * w, 0)
@@ -122,15 +135,34 @@ def _sm_count(dev: int) -> int:
     return torch.cuda.get_device_properties(dev).multi_processor_count
 
 
-def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_start: int,
-                     k_start: int = 0, window: int | None = None, n_splits: int | None = None,
-                     block_n: int | None = None, count: bool = False,
-                     out: torch.Tensor | None = None,
+@functools.cache
+def _stages(block_r: int, block_n: int, head_dim: int, elem: int, cap: int, arch: int) -> int:
+    """Deepest K/V pipeline that fits the shared-memory cap (4 at D=64, 2 at D=128 on 99 KB)."""
+    return max(s for s in (2, 3, 4) if s == 2
+               or attn_smem_bytes(block_r, block_n, head_dim, s, elem=elem, arch=arch) <= cap)
+
+
+def decode_splits(n_blocks: int, bkv: int, device: torch.device) -> int:
+    """Chunks for `n_blocks` key blocks: about two programs per multiprocessor, none empty."""
+    n_blocks = max(1, n_blocks)
+    n_splits = max(1, min(n_blocks, triton.cdiv(2 * _num_sms(device), bkv)))
+    return triton.cdiv(n_blocks, triton.cdiv(n_blocks, n_splits))
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                     q_start: int | torch.Tensor, k_start: int = 0, window: int | None = None,
+                     n_splits: int | None = None, block_n: int | None = None,
+                     count: bool = False, out: torch.Tensor | None = None,
                      ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Causal (window=None) or sliding-window attention of a few queries against a long cache.
 
-    `n_splits` and `block_n` override the launch heuristics (tests); with `count=True` the
-    visited key blocks per (batch*KV head, split) come back too; `out` is written in place.
+    `q_start` is the first query's position: an int, or a one-element integer tensor on q's
+    device, read by the kernel, so a CUDA graph captured once replays at every later position
+    (the chunk count then covers the whole cache, or the window, instead of the visible range).
+    The call does no host synchronisation and allocates only its workspace and `out`, so it can
+    be captured. `n_splits` and `block_n` override the launch heuristics (tests); with
+    `count=True` the visited key blocks per (batch*KV head, split) come back too; `out` is
+    written in place.
     """
     check_qkv(q, k, v)
     B, Hq, Tq, D = q.shape
@@ -141,45 +173,42 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_sta
         raise ValueError(f"Expected GROUP * Tq <= {MAX_DECODE_ROWS}, got {rows}")
     block_r = max(16, triton.next_power_of_2(rows))
     win = NO_WINDOW if window is None else min(window, NO_WINDOW)
-    if interpreting():
-        block_n = block_n or 16
-    block_n = block_n or 64
-    # Visible key indices of all the queries: [j_lo, j_hi).
-    j_lo = max(0, q_start - win + 1 - k_start)
-    j_hi = max(min(Tk, q_start + Tq - k_start), j_lo)
-    n_blocks = max(1, triton.cdiv(j_hi - j_lo, block_n))
-    if n_splits is None:
-        n_splits = max(1, min(n_blocks, triton.cdiv(2 * _num_sms(q.device), B * Hkv)))
-    per_split = triton.cdiv(n_blocks, n_splits)
-    chunk = per_split * block_n
-    n_splits = triton.cdiv(n_blocks, per_split)
-
+    interp = interpreting()
+    block_n = block_n or (16 if interp else 64)
     dev = q.device
-    opart = torch.empty((B * Hkv, n_splits, block_r, D), dtype=torch.float32, device=dev)
-    mpart = torch.empty((B * Hkv, n_splits, block_r), dtype=torch.float32, device=dev)
-    lpart = torch.empty_like(mpart)
+    pos_ptr = isinstance(q_start, torch.Tensor)
+    if pos_ptr:
+        if q_start.numel() != 1 or q_start.device != dev or q_start.is_floating_point():
+            raise ValueError("Expected q_start as a one-element integer tensor on q's device")
+        qpos, q_start = q_start, 0
+        span = Tk if window is None else min(Tk, win + Tq - 1)  # widest the range can be
+    else:
+        qpos = None
+        j_lo = max(0, q_start - win + 1 - k_start)
+        span = max(min(Tk, q_start + Tq - k_start) - j_lo, 0)
+    if n_splits is None:
+        n_splits = decode_splits(triton.cdiv(span, block_n), B * Hkv, dev)
+
+    # One workspace for every partial: (B*Hkv, n_splits, BLOCK_R, D + 2) floats (see the kernel).
+    work = torch.empty(B * Hkv * n_splits * block_r * (D + 2), dtype=torch.float32, device=dev)
     if out is None:
         out = torch.empty((B, Hq, Tq, D), dtype=q.dtype, device=dev)
-    cnt = torch.full((B * Hkv, n_splits), -1, dtype=torch.int32, device=dev) if count else mpart
-    # Deepest K/V pipeline that fits the shared-memory cap (4 stages at D=64, 2 at D=128 on 99 KB).
-    stages = 1
-    if not interpreting():
-        stages = max(s for s in (2, 3, 4) if s == 2
-                     or attn_smem_bytes(block_r, block_n, D, s, elem=q.element_size())
-                     <= smem_cap())
+    cnt = torch.full((B * Hkv, n_splits), -1, dtype=torch.int32, device=dev) if count else work
+    stages = 1 if interp else _stages(block_r, block_n, D, q.element_size(), smem_cap(),
+                                      device_arch())
     qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634  # 1/sqrt(D) * 1/ln(2) for exp2
     _decode_split_kernel[(n_splits, B * Hkv)](
-        q, k, v, opart, mpart, lpart, cnt,
+        q, k, v, work, cnt, work if qpos is None else qpos,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
-        Hkv, Tq, Tk, q_start, k_start, win, qk_scale, j_lo, j_hi, chunk,
+        Hkv, Tq, Tk, q_start, k_start, win, qk_scale,
         GROUP=group, HEAD_DIM=D, BLOCK_R=block_r, BLOCK_N=block_n, COUNT=count,
-        num_warps=4, num_stages=stages,
+        POS_PTR=pos_ptr, num_warps=4, num_stages=stages,
     )
     # One program per output row: the first version looped over the splits in one program per
     # KV head, and its dependent loads cost about 0.13 ms at 128 splits on the H100 [2026-11-23].
     _decode_merge_kernel[(B * Hkv, rows)](
-        opart, mpart, lpart, out, out.stride(0), out.stride(1), out.stride(2), Hkv, Tq,
+        work, out, out.stride(0), out.stride(1), out.stride(2), Hkv, Tq,
         n_splits, GROUP=group, HEAD_DIM=D, BLOCK_R=block_r,
         SPLITS=max(16, triton.next_power_of_2(n_splits)), num_warps=4,
     )
@@ -194,4 +223,4 @@ def decode_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q
                          upcast=upcast)
 
 
-__all__ = ["decode_attention", "decode_attention_ref", "MAX_DECODE_ROWS"]
+__all__ = ["decode_attention", "decode_attention_ref", "decode_splits", "MAX_DECODE_ROWS"]

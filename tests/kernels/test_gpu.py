@@ -136,3 +136,28 @@ def test_engine_dispatch_uses_kernels(tq: int) -> None:
     assert rel_err(got, attention_ref(q, k, v, q_start=q_start, window=512)) < 1e-2
     got = global_attention(q, k, v, q_start=q_start)
     assert rel_err(got, attention_ref(q, k, v, q_start=q_start)) < 1e-2
+
+
+@pytest.mark.parametrize("window", [None, 1024])
+def test_decode_cuda_graph_replays_at_moving_positions(window: int | None) -> None:
+    """One captured decode graph, position in a device tensor, right at every later position."""
+    from kernels.decode_attention import decode_attention
+
+    tk = 65536
+    q, k, v = _qkv(1, 8, 2, 1, tk, 64, torch.bfloat16, seed=11)
+    pos = torch.full((1,), 100, dtype=torch.int32, device="cuda")
+    out = poisoned(q.shape, torch.bfloat16, "cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        decode_attention(q, k, v, q_start=pos, window=window, out=out)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        decode_attention(q, k, v, q_start=pos, window=window, out=out)
+    for p in (0, 777, 40000, tk - 1):
+        pos.fill_(p)
+        out.fill_(float("nan"))
+        graph.replay()
+        ref = attention_ref(q, k, v, q_start=p, window=window)
+        assert rel_err(out, ref) < TOL[torch.bfloat16], p
