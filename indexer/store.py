@@ -10,6 +10,9 @@ SQLite settings and failure handling follow reliability-notes §4: WAL + synchro
 (a cache: consistent, may lose the last commits on power loss), schema version in
 `PRAGMA user_version` (+ a record-layout fingerprint), `quick_check` at open, a corrupt or
 old database moved aside and rebuilt, an unwritable cache folder -> an in-memory database.
+A database error (I/O, disk full) never escapes the public methods: it is logged, the
+transaction rolls back, and the method returns an empty answer (`reconcile` sets
+`ScanStats.error`); tests/indexer/test_store.py fails the nth I/O call through an apsw VFS.
 The database is mode 0600 in a 0700 folder (§7).
 """
 
@@ -24,14 +27,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import wraps
 from pathlib import Path
+from typing import Any, TypeVar
 
 import platformdirs
 
 from indexer import codec
 from indexer.build import Job, Parsed, ProgressFn, parse_job, parse_many
 from indexer.items import FileIndex, Item, SkippedFile
-from indexer.parse import IncrementalFile, content_hash, module_for_path
+from indexer.parse import IncrementalFile, content_hash, module_for_path, parse_file
 from indexer.workspace import (
     Crate,
     Discovery,
@@ -82,6 +87,46 @@ def default_db_path(roots: Sequence[str | os.PathLike[str]], cache_dir: str | No
     return str(base / "index" / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".sqlite3"))
 
 
+_T = TypeVar("_T")
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    return sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+
+
+def _guarded(default: Any) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
+    """A public method that logs a database error and returns `default` (never raises it):
+    the index is a cache, and its callers (completion, context) must go on without it."""
+    def wrap(fn: Callable[..., _T]) -> Callable[..., _T]:
+        @wraps(fn)
+        def guarded(self: Index, *args: Any, **kwargs: Any) -> _T:
+            try:
+                return fn(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                log.warning("index %s failed: %s", fn.__name__, exc)
+                with self._lock:
+                    _rollback_quietly(self._conn)
+                return default
+        return guarded
+    return wrap
+
+
+def _rollback_quietly(conn: sqlite3.Connection) -> None:
+    """Leave no transaction open after an error (SQLite may have rolled back already)."""
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        log.warning("index rollback failed: %s", exc)
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error as exc:
+        log.warning("index database close failed: %s", exc)
+
+
 @dataclass
 class ScanStats:
     """What one `reconcile()` did."""
@@ -97,6 +142,7 @@ class ScanStats:
     seconds: float = 0.0
     failed: int = 0         # parsed files whose rows could not be written (disk full, I/O)
     skipped: list[SkippedFile] = field(default_factory=list)
+    error: str | None = None    # the database error that stopped the scan (logged)
 
 
 class Index:
@@ -104,7 +150,11 @@ class Index:
 
     def __init__(self, roots: Sequence[str | os.PathLike[str]], *,
                  options: ScanOptions | None = None, db_path: str | None = None,
-                 cache_dir: str | None = None, workers: int | None = None) -> None:
+                 cache_dir: str | None = None, workers: int | None = None,
+                 connect: Callable[[str], sqlite3.Connection] | None = None) -> None:
+        """`connect(path)` opens the database file (default: `sqlite3.connect` in
+        autocommit mode); tests pass one that injects I/O errors."""
+        self._connect = connect or _connect
         self.roots = [os.path.realpath(os.fspath(r)) for r in roots]
         self.options = options if options is not None else ScanOptions()
         self.workers = workers
@@ -120,7 +170,11 @@ class Index:
         self._tokens_pending: list[tuple[str, str, int]] = []
         self._buffers: OrderedDict[str, IncrementalFile] = OrderedDict()
         self._conn = self._open()
-        self.generation = int(self._meta("generation") or 0)
+        try:
+            self.generation = int(self._meta("generation") or 0)
+        except (sqlite3.Error, ValueError) as exc:
+            log.warning("index generation unreadable (%s); starting from 0", exc)
+            self.generation = 0
 
     # -- opening -------------------------------------------------------------------------
 
@@ -144,8 +198,7 @@ class Index:
             os.close(fd)
             conn = None
             try:
-                conn = sqlite3.connect(self.db_path, check_same_thread=False,
-                                       isolation_level=None, timeout=10)
+                conn = self._connect(self.db_path)
                 problem = self._check(conn)
                 if problem is None:
                     self._init(conn)
@@ -153,7 +206,7 @@ class Index:
             except sqlite3.DatabaseError as exc:     # SQLITE_CORRUPT, SQLITE_NOTADB
                 problem = f"corrupt ({exc})"
             if conn is not None:
-                conn.close()
+                _close_quietly(conn)
             if attempt == 1:
                 raise sqlite3.DatabaseError(f"cannot rebuild {self.db_path}: {problem}")
             self.rebuilt_reason = problem
@@ -209,7 +262,7 @@ class Index:
     def close(self) -> None:
         with self._lock:
             self._flush_tokens()
-            self._conn.close()
+            _close_quietly(self._conn)
 
     def __enter__(self) -> Index:
         return self
@@ -223,6 +276,7 @@ class Index:
 
     # -- IndexView -----------------------------------------------------------------------
 
+    @_guarded([])
     def files(self) -> list[str]:
         with self._lock:
             if self._files is None:
@@ -230,6 +284,7 @@ class Index:
                     "SELECT path FROM files ORDER BY path")]
             return list(self._files)
 
+    @_guarded(None)
     def file(self, path: str) -> FileIndex | None:
         with self._lock:
             fi = self._cache.get(path)
@@ -250,6 +305,7 @@ class Index:
                 self._cache.popitem(last=False)
             return fi
 
+    @_guarded(None)
     def text(self, path: str) -> str | None:
         with self._lock:
             state = self._buffers.get(path)
@@ -259,6 +315,7 @@ class Index:
                                      (path,)).fetchone()
             return row[0] if row else None
 
+    @_guarded([])
     def items_named(self, name: str) -> list[Item]:
         with self._lock:
             paths = [r[0] for r in self._conn.execute(
@@ -272,11 +329,13 @@ class Index:
 
     # -- more queries --------------------------------------------------------------------
 
+    @_guarded([])
     def skipped(self) -> list[SkippedFile]:
         with self._lock:
             return [SkippedFile(p, r) for p, r in self._conn.execute(
                 "SELECT path, reason FROM skipped ORDER BY path")]
 
+    @_guarded((0, 0, 0))
     def totals(self) -> tuple[int, int, int]:
         """(files, items, bytes) in the index."""
         with self._lock:
@@ -285,6 +344,7 @@ class Index:
             ).fetchone()
             return int(n), int(items), int(size)
 
+    @_guarded(None)
     def abspath(self, path: str) -> str | None:
         with self._lock:
             row = self._conn.execute("SELECT abspath FROM files WHERE path=?",
@@ -301,6 +361,7 @@ class Index:
 
     # -- token counts (for context assembly) ---------------------------------------------
 
+    @_guarded(None)
     def get_token_count(self, key: str, counter: str) -> int | None:
         """Cached token count of a chunk (`key`: content hash or chunk id) for a counter."""
         with self._lock:
@@ -363,6 +424,7 @@ class Index:
             self._conn.execute(f"DELETE FROM {table} WHERE path=?", (path,))
         self._cache.pop(path, None)
 
+    @_guarded(None)
     def clear(self) -> None:
         """Drop every file row (the next `reconcile` re-parses everything)."""
         with self._lock, self._tx():
@@ -374,7 +436,19 @@ class Index:
 
     def update_text(self, path: str, text: str) -> FileIndex:
         """An editor buffer's text for `path` (index key); it wins over disk until
-        `drop_buffer`. A text equal to the indexed one changes nothing (same generation)."""
+        `drop_buffer`. A text equal to the indexed one changes nothing (same generation).
+        A database error leaves the old rows (logged); the extraction is returned."""
+        try:
+            return self._update_text(path, text)
+        except sqlite3.Error as exc:
+            log.warning("index update of %s failed: %s", path, exc)
+            with self._lock:
+                _rollback_quietly(self._conn)
+            module, crate = self._module_of_new(path)
+            return parse_file(path, text.encode("utf-8", "replace"), module=module,
+                              crate=crate)
+
+    def _update_text(self, path: str, text: str) -> FileIndex:
         data = text.encode("utf-8", "replace")
         with self._lock:
             row = self._conn.execute(
@@ -420,6 +494,7 @@ class Index:
             old.forget_tree()               # its text stays: the buffer is still open
         return state
 
+    @_guarded(None)
     def drop_buffer(self, path: str) -> None:
         """The editor closed `path`: the disk decides again."""
         with self._lock:
@@ -428,6 +503,7 @@ class Index:
                                "WHERE path=? AND origin='buffer'", (path,))
         self.refresh([path])
 
+    @_guarded(None)
     def remove(self, path: str) -> None:
         """Forget one file (deleted on disk, or no longer part of the workspace)."""
         with self._lock, self._tx():
@@ -438,6 +514,7 @@ class Index:
             if exists:
                 self._bump()
 
+    @_guarded(0)
     def refresh(self, paths: Sequence[str]) -> int:
         """Re-read a few indexed files (watcher hints) in-process; returns how many changed.
 
@@ -502,7 +579,13 @@ class Index:
         """Make the index equal to the disk: discover, then parse what is new or changed
         (by size+mtime, then content hash), drop what vanished. Buffers are left alone."""
         with self._scan_lock:
-            return self._reconcile(progress, cancel)
+            try:
+                return self._reconcile(progress, cancel)
+            except sqlite3.Error as exc:    # I/O error, disk full: what was committed stays
+                log.warning("index scan of %s failed: %s", self.db_path, exc)
+                with self._lock:
+                    _rollback_quietly(self._conn)
+                return ScanStats(error=str(exc))
 
     def _reconcile(self, progress: ProgressFn | None,
                    cancel: Callable[[], bool] | None) -> ScanStats:
@@ -679,6 +762,10 @@ class _Transaction:
         if not self.owner:
             return
         if exc_type is None:
-            self.conn.execute("COMMIT")
-        elif self.conn.in_transaction:      # SQLITE_FULL and I/O errors may roll back first
-            self.conn.execute("ROLLBACK")
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error:
+                _rollback_quietly(self.conn)
+                raise
+        else:                               # SQLITE_FULL and I/O errors may roll back first
+            _rollback_quietly(self.conn)

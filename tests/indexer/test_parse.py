@@ -13,7 +13,8 @@ from indexer import parse as parse_mod
 from indexer.items import FileIndex, Item, ModDecl, UseDecl
 from indexer.parse import IncrementalFile, common_affixes, content_hash, module_for_path, parse_file
 
-CRATE = Path(__file__).parent / "fixtures" / "wordcount"
+FIX = Path(__file__).parent / "fixtures"
+CRATE = FIX / "wordcount"
 
 
 def parsed(rel: str) -> FileIndex:
@@ -311,3 +312,46 @@ def test_common_affixes() -> None:
     assert common_affixes(b"", b"x") == (0, 0)
     big = bytes(range(256)) * 1000
     assert common_affixes(big, big[:70_001] + b"!" + big[70_001:]) == (70_001, len(big) - 70_001)
+
+
+# -- the cold path's shortcuts change nothing -------------------------------------------
+
+_CORPUS = Path(__file__).parents[2] / ".cache" / "corpus" / "unpacked"
+
+
+def _reference_parse(path: str, source: bytes, monkeypatch: pytest.MonkeyPatch) -> FileIndex:
+    """parse_file as before the shortcuts: the tags query over every node, per-leaf tokens."""
+    real = parse_mod._Extractor
+    with monkeypatch.context() as m:
+        m.setattr(parse_mod, "SKIP_MIN_BYTES", 1 << 62)
+        m.setattr(parse_mod, "_Extractor",
+                  lambda p, d, mod, keep_leaves=True: real(p, d, mod, keep_leaves=True))
+        return parse_file(path, source)
+
+
+@pytest.mark.parametrize("crate", [
+    FIX / "wordcount", FIX / "ctx_geo", FIX / "cargo_ws",
+    _CORPUS / "librust-regex-syntax-dev_0.6.27-1", _CORPUS / "librust-syn-dev_1.0.107-1"],
+    ids=lambda p: p.name)
+def test_cold_extraction_equals_full_query_extraction(crate: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skipping item-free bodies in the tags query and scanning references in one pass give
+    the same FileIndex, item for item, as querying every node (real crates when the Debian
+    corpus is unpacked: docs/BENCHMARKS.md)."""
+    if not crate.is_dir():
+        pytest.skip(f"{crate} not unpacked")
+    files = sorted(crate.rglob("*.rs"))
+    assert files
+    skipped = 0
+    for f in files:
+        src = f.read_bytes()
+        rel = f.relative_to(crate).as_posix()
+        new, old = parse_file(rel, src), _reference_parse(rel, src, monkeypatch)
+        assert len(new.items) == len(old.items), rel
+        for a, b in zip(new.items, old.items, strict=True):
+            assert a == b, rel
+        assert new == old, rel
+        tree = Parser(parse_mod.language()).parse(src)
+        skipped += len(parse_mod._leaf_spans(tree.root_node.named_children, src, True)[1])
+    if crate.parent == _CORPUS:
+        assert skipped > 100                # the shortcut was taken

@@ -364,3 +364,169 @@ def test_wal_stays_bounded_over_many_updates(ws: Path, tmp_path: Path) -> None:
             biggest = max(biggest, os.path.getsize(wal))
         assert biggest < store_mod.WAL_LIMIT_BYTES + (4 << 20)
     _consistent(index.db_path)
+
+
+# -- I/O-error injection (reliability-notes §4: SQLite's own I/O-error loop) ----------------
+
+apsw = pytest.importorskip("apsw")
+
+
+class FaultVFS(apsw.VFS):
+    """A VFS over the default one that fails the `fail_at`-th read, write, sync or truncate
+    (counted from `arm`) with SQLITE_IOERR, as SQLite's I/O-error tests do."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.count, self.fail_at, self.fired = name, 0, 0, False
+        super().__init__(name, "")
+
+    def arm(self, fail_at: int) -> None:
+        self.count, self.fail_at, self.fired = 0, fail_at, False
+
+    def xOpen(self, name, flags):  # noqa: N802 (apsw's method names)
+        return FaultFile(self, name, flags)
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count == self.fail_at:
+            self.fired = True
+            raise apsw.IOError("injected I/O error")
+
+
+class FaultFile(apsw.VFSFile):
+    def __init__(self, vfs: FaultVFS, name, flags) -> None:
+        self.vfs = vfs
+        super().__init__("", name, flags)
+
+    def xRead(self, amount, offset):  # noqa: N802
+        self.vfs.tick()
+        return super().xRead(amount, offset)
+
+    def xWrite(self, data, offset):  # noqa: N802
+        self.vfs.tick()
+        return super().xWrite(data, offset)
+
+    def xSync(self, flags):  # noqa: N802
+        self.vfs.tick()
+        return super().xSync(flags)
+
+    def xTruncate(self, newsize):  # noqa: N802
+        self.vfs.tick()
+        return super().xTruncate(newsize)
+
+
+class _Rows:
+    def __init__(self, rows: list) -> None:
+        self.rows = rows
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list:
+        return self.rows
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+class ApswConnection:
+    """The part of `sqlite3.Connection` the store uses, over apsw (whose SQLite sees the
+    Python VFS), with apsw's errors turned into sqlite3's."""
+
+    def __init__(self, path: str, vfs: str) -> None:
+        self.conn = self._call(apsw.Connection, path, vfs=vfs)
+        self.conn.set_busy_timeout(10_000)
+
+    @staticmethod
+    def _call(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (apsw.CorruptError, apsw.NotADBError) as exc:
+            raise sqlite3.DatabaseError(str(exc)) from exc
+        except apsw.Error as exc:
+            raise sqlite3.OperationalError(f"{type(exc).__name__}: {exc}") from exc
+
+    def execute(self, sql: str, params=()) -> _Rows:
+        return self._call(lambda: _Rows(list(self.conn.execute(sql, params))))
+
+    def executemany(self, sql: str, seq) -> _Rows:
+        return self._call(lambda: _Rows(list(self.conn.executemany(sql, list(seq)))))
+
+    def executescript(self, sql: str) -> None:
+        self._call(lambda: list(self.conn.execute(sql)))
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def close(self) -> None:
+        self._call(self.conn.close)
+
+
+def _state(index: Index) -> dict[str, str]:
+    return {p: fi.content_hash for p in index.files() if (fi := index.file(p)) is not None}
+
+
+def _fault_loop(tmp_path: Path, ws: Path, base_db: Path, vfs: FaultVFS, run, want, caplog,
+                step: int = 1) -> int:
+    """Count the I/O calls of `run(index)` on a copy of `base_db`, then for n = 1..N fail
+    the nth: nothing may escape, the file passes integrity_check, and the index reopens
+    and reconciles to `want`. Returns N."""
+    db = tmp_path / "fault.sqlite3"
+
+    def attempt(fail_at: int) -> int:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        shutil.copy(base_db, db)
+        vfs.arm(fail_at)
+        caplog.clear()
+        with Index([ws], options=OPTS, db_path=str(db), workers=0,
+                   connect=lambda p: ApswConnection(p, vfs.name)) as index:
+            run(index)                  # must not raise
+        calls = vfs.count
+        vfs.arm(0)
+        if vfs.fired and not index.rebuilt_reason:
+            assert any(r.levelname == "WARNING" for r in caplog.records), fail_at
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok", fail_at
+        with Index([ws], options=OPTS, db_path=str(db), workers=0) as index:
+            st = index.reconcile()
+            assert st.error is None and _state(index) == want, fail_at
+        return calls
+
+    total = attempt(0)
+    for n in range(1, total + 1, step):
+        attempt(n)
+    return total
+
+
+def test_io_errors_during_scan_and_update_leave_a_consistent_index(
+        ws: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    vfs = FaultVFS(f"fault-{os.getpid()}")
+    try:
+        base = tmp_path / "base.sqlite3"
+        with Index([ws], options=OPTS, db_path=str(base), workers=0) as index:
+            index.reconcile()
+        # The scan: one file edited, one added, one deleted since the base index.
+        (ws / "src" / "count.rs").write_text((ws / "src" / "count.rs").read_text()
+                                             + "\npub fn added() {}\n")
+        (ws / "src" / "extra.rs").write_text("pub struct Extra;\n")
+        (ws / "src" / "lib.rs").write_text((ws / "src" / "lib.rs").read_text()
+                                           + "\npub mod extra;\n")
+        clean = tmp_path / "clean.sqlite3"
+        with Index([ws], options=OPTS, db_path=str(clean), workers=0) as index:
+            index.reconcile()
+            want = _state(index)
+        n_scan = _fault_loop(tmp_path, ws, base, vfs, lambda ix: ix.reconcile(), want,
+                             caplog)
+        # The update: an editor buffer over the scanned index (buffer rows do not outlive
+        # the session: the reopened index equals the disk again).
+        text = (ws / "src" / "count.rs").read_text() + "\nfn typed() {}\n"
+
+        def update(index: Index) -> None:
+            fi = index.update_text("src/count.rs", text)
+            assert any(it.name == "typed" for it in fi.items)
+
+        n_update = _fault_loop(tmp_path, ws, clean, vfs, update, want, caplog)
+        assert n_scan > 20 and n_update > 5, (n_scan, n_update)
+    finally:
+        vfs.unregister()
