@@ -1,68 +1,87 @@
 """Train the hybrid model on the Rust corpus, evaluate it in bits per byte, export a GGUF file.
 
-    python -m engine.train --key=value ...     # every key is a TrainConfig field
+    python -m engine.train [PRESET] --key=value ...      # keys: TrainConfig fields
+    torchrun --nproc-per-node N -m engine.train gpu ...  # DistributedDataParallel
 
-One run: load (or train) the tokenizer, stream packed training sequences from the train
-split (FIM examples at `fim_rate`, otherwise plain documents, all in the prompt format of
-`engine.prompt`), AdamW with warm-up + cosine, gradient clipping, periodic validation
-(loss and bits/byte), checkpoints in `out_dir/ckpt.pt` (resumed automatically), and at the
-end an optional bits/byte evaluation of whole test-split files next to `xz -9e`, and an
-optional GGUF export. Follows nanoGPT's train.py (defaults in one block, typed
-`--key=value` overrides, checkpoints carry the config, step and data position).
+PRESET is a name in `PRESETS` ("demo", the default; "gpu" the hybrid GPU run; "gpu-global"
+the all-global comparison model; "tiny" for tests). Data come from the token files of
+`engine.data.tokenize` (`tokens_dir`), or are built in memory from the corpus splits
+(`corpus_dir`) or from documents passed by tests. Training reads chunks of `chunk_len + 1`
+tokens in a seeded order; each optimizer step takes `batch_tokens` tokens over all ranks,
+`micro_batch_tokens` per rank and micro-step, cut into rows of the current sequence length
+(`seq_schedule` raises it during the run). AdamW, warm-up then cosine or warmup-stable-decay,
+gradient clipping, bf16 autocast, torch.compile and FlexAttention on the GPU, periodic
+validation (loss, bits/byte, bits/byte by position bucket), checkpoints in `out_dir/ckpt.pt`
+(resumed automatically, also by a new invocation after `stop_minutes`), tokens/s and MFU in
+the log; at the end bits/byte of whole test crates at several context lengths next to
+`xz -9e`, and a GGUF export (optionally cut into parts for transfer).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
 import math
+import os
 import random
 import sys
 import time
 import typing
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from engine.config import ModelArgs, from_name
-from engine.model import Transformer
-from engine.prompt import document_example, fim_training_example
+from engine.model import Attention, Transformer
 from engine.tokenizer import Tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Position buckets (tokens into the document / row) of the bits/byte breakdown.
+BUCKETS = (0, 1024, 4096, 16384)
 
 
 @dataclass
 class TrainConfig:
-    """All settings of a run; `python -m engine.train --key=value` overrides any of them.
+    """All settings of a run; `python -m engine.train [PRESET] --key=value` overrides them.
 
-    The defaults are the CPU demo run that produced engine/models/demo.gguf (docs/MODEL.md).
+    The defaults are the CPU demo run that produced engine/models/demo.gguf (docs/MODEL.md),
+    moved to the repository-level documents of issue 7.
     """
 
     # -- data ------------------------------------------------------------------------------
     corpus_dir: str = ".cache/corpus"  # output of `python -m engine.data.corpus all`
+    tokens_dir: str = ""               # output of `python -m engine.data.tokenize`; "" = build
+    #                                    the training tokens in memory from corpus_dir
     tokenizer: str = ""                # HF json; "" = <corpus_dir>/tokenizer-<vocab_size>.json
     vocab_size: int = 4096             # only used to find or train the tokenizer
-    seq_len: int = 512                 # training context (tokens per sequence)
-    fim_rate: float = 0.5              # share of files turned into FIM examples
+    seq_len: int = 512                 # training length (the last one with a schedule)
+    seq_schedule: str = ""             # "LEN:FRACTION,..." e.g. "4096:0.4,8192:0.35,16384:0.25"
+    fim_rate: float = 0.5              # in-memory data: share of files turned into FIM
     spm_rate: float = 0.5              # share of FIM examples in suffix-prefix-middle order
-    fim_span_tokens: int = 0           # FIM on a random line-aligned span of about this many
-    #                                    tokens (3 bytes each) of long files; 0 = seq_len
+    context_share: float = 0.0         # in-memory data: share of served-context examples
     # -- model -----------------------------------------------------------------------------
     model: str = "demo"                # a name in engine.config.CONFIGS
+    all_global: bool = False           # the comparison model: global attention + RoPE everywhere
     init_std: float = 0.02
     # -- optimisation ----------------------------------------------------------------------
-    batch_size: int = 4                # sequences per micro-batch
-    grad_accum: int = 1                # micro-batches per optimizer step
+    batch_tokens: int = 2048           # tokens per optimizer step over all ranks
+    micro_batch_tokens: int = 2048     # tokens per rank and micro-step (memory knob)
     max_steps: int = 100_000           # length of the schedule
     stop_step: int = 0                 # stop early (checkpoint kept) after this step; 0 = off
     max_minutes: float = 15.0          # training-time budget: the schedule ends at max_steps
     #                                    or after this many minutes, whichever comes first
+    stop_minutes: float = 0.0          # end this invocation (checkpointed) after this much
+    #                                    wall time; the next invocation resumes; 0 = off
     lr: float = 2e-3
-    min_lr: float = 2e-4               # cosine floor
+    min_lr: float = 2e-4
+    schedule: str = "cosine"           # cosine | wsd (warmup-stable-decay)
+    decay_frac: float = 0.2            # wsd: final share of training spent decaying
     warmup_steps: int = 20
     weight_decay: float = 0.1          # on 2-D parameters only
     beta1: float = 0.9
@@ -70,10 +89,11 @@ class TrainConfig:
     grad_clip: float = 1.0             # 0 = off
     # -- evaluation, checkpoints, logging --------------------------------------------------
     eval_interval: int = 100           # steps between validations (and at the end)
-    eval_tokens: int = 16384           # validation tokens (whole val documents, no FIM)
-    test_eval: bool = True             # at the end: bits/byte on whole test-split files + xz
-    test_max_bytes: int = 120_000      # score a seeded sample of test files up to this many
-    #                                    bytes (every crate represented); 0 = all of them
+    eval_tokens: int = 16384           # validation tokens (whole val crates, no FIM)
+    test_eval: bool = True             # at the end: bits/byte of whole test crates + xz
+    test_contexts: str = "512"         # sliding contexts C of the test evaluation
+    test_max_tokens: int = 60_000      # score a seeded sample of test crates up to this many
+    #                                    tokens (every crate represented); 0 = all of them
     ckpt_interval: int = 50            # steps between checkpoints (and at the end / stop)
     log_interval: int = 5
     out_dir: str = "runs/demo"
@@ -82,12 +102,46 @@ class TrainConfig:
     export: str = ""                   # GGUF path written at the end; "" = no export
     export_dtype: str = "q8_0"
     export_name: str = "hybrid-lsp-demo"
+    export_part_mib: int = 0           # also cut the GGUF into parts of this size; 0 = no
     demo: bool = True                  # label the exported model a demo in its metadata
     # -- system ----------------------------------------------------------------------------
     seed: int = 1337
     device: str = "auto"               # auto | cpu | cuda
     threads: int = 2                   # torch CPU threads
-    bf16: bool = True                  # autocast matmuls to bfloat16 (CPU: avx512_bf16/AMX)
+    bf16: bool = True                  # autocast matmuls to bfloat16
+    compile: str = "auto"              # auto (on CUDA) | on | off
+    attention: str = "auto"            # auto (flex on CUDA, sdpa on the CPU) | flex | sdpa
+    peak_tflops: float = 0.0           # for MFU; 0 = known GPUs' dense bf16 peak
+
+
+#: Named starting points; `--key=value` overrides apply on top.
+PRESETS: dict[str, dict] = {
+    "demo": {},
+    # The hybrid GPU run of issue 7 (docs/MODEL.md "GPU run plan"), ~20 min on one H100.
+    "gpu": dict(
+        model="base", vocab_size=16384, tokens_dir=".cache/tokens", seq_len=16384,
+        seq_schedule="4096:0.4,8192:0.35,16384:0.25", batch_tokens=524288,
+        micro_batch_tokens=65536, max_steps=100_000, max_minutes=20.0, lr=2e-3, min_lr=2e-4,
+        schedule="wsd", decay_frac=0.2, warmup_steps=100, eval_interval=250,
+        eval_tokens=262144, test_contexts="1024,4096,16384,65536", test_max_tokens=0,
+        ckpt_interval=250, log_interval=20, out_dir="runs/gpu-hybrid",
+        export="runs/gpu-hybrid/hybrid-lsp.gguf", export_name="hybrid-lsp", demo=False,
+        export_part_mib=16, threads=16),
+    # The comparison model: same shapes, data, budget, schedule and seed; torch only.
+    "gpu-global": dict(
+        model="base", vocab_size=16384, tokens_dir=".cache/tokens", seq_len=16384,
+        seq_schedule="4096:0.4,8192:0.35,16384:0.25", batch_tokens=524288,
+        micro_batch_tokens=65536, max_steps=100_000, max_minutes=20.0, lr=2e-3, min_lr=2e-4,
+        schedule="wsd", decay_frac=0.2, warmup_steps=100, eval_interval=250,
+        eval_tokens=262144, test_contexts="1024,4096,16384,65536", test_max_tokens=0,
+        ckpt_interval=250, log_interval=20, out_dir="runs/gpu-global", all_global=True,
+        export="", demo=False, threads=16),
+    # A model of seconds for tests (the "test-tiny" shape is registered by the tests).
+    "tiny": dict(seq_len=32, batch_tokens=128, micro_batch_tokens=128, max_steps=20,
+                 warmup_steps=2, eval_interval=1000, eval_tokens=256, ckpt_interval=1000,
+                 log_interval=1000, threads=1, device="cpu", bf16=False, max_minutes=0.0,
+                 test_eval=False),
+}
 
 
 class ConfigOverrideError(ValueError):
@@ -110,8 +164,14 @@ def _convert(key: str, value: str, typ: type) -> object:
 
 
 def parse_overrides(argv: Sequence[str], base: TrainConfig | None = None) -> TrainConfig:
-    """A TrainConfig from `--key=value` arguments (dashes in keys read as underscores)."""
+    """A TrainConfig from an optional leading preset name and `--key=value` arguments."""
+    argv = list(argv)
     cfg = base or TrainConfig()
+    if argv and not argv[0].startswith("--"):
+        name = argv.pop(0)
+        if name not in PRESETS:
+            raise ConfigOverrideError(f"Unknown preset {name!r}; known: {sorted(PRESETS)}")
+        cfg = TrainConfig(**{**asdict(cfg), **PRESETS[name]})
     hints = typing.get_type_hints(TrainConfig)
     updates: dict[str, object] = {}
     for arg in argv:
@@ -123,6 +183,31 @@ def parse_overrides(argv: Sequence[str], base: TrainConfig | None = None) -> Tra
             raise ConfigOverrideError(f"Unknown config key {key!r}; known: {sorted(hints)}")
         updates[key] = _convert(key, value, hints[key])
     return TrainConfig(**{**asdict(cfg), **updates})
+
+
+def seq_schedule(cfg: TrainConfig) -> list[tuple[int, float]]:
+    """[(length, end of its phase as a fraction of training)], the last phase ending at 1."""
+    if not cfg.seq_schedule:
+        return [(cfg.seq_len, 1.0)]
+    phases, end = [], 0.0
+    for part in cfg.seq_schedule.split(","):
+        length, frac = part.split(":")
+        end += float(frac)
+        phases.append((int(length), end))
+    phases[-1] = (phases[-1][0], 1.0)
+    return phases
+
+
+def chunk_len(cfg: TrainConfig) -> int:
+    """Tokens per data chunk: the longest sequence length of the schedule."""
+    return max(n for n, _ in seq_schedule(cfg))
+
+
+def seq_len_at(progress: float, cfg: TrainConfig) -> int:
+    for length, end in seq_schedule(cfg):
+        if progress < end:
+            return length
+    return seq_schedule(cfg)[-1][0]
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -137,87 +222,105 @@ class Document:
 
 
 def load_split(corpus_dir: Path, split: str) -> list[Document]:
-    """Documents of one split of `engine.data.corpus` (`<crate>/<version>/<path>`).
-
-    Text is read with Python's universal newlines, so CRLF files train and score as LF.
-    """
+    """Documents of one split of `engine.data.corpus` (`<crate>/<version>/<path>`)."""
     from engine.data.corpus import split_files
 
     docs = []
     base = corpus_dir / "filtered" / "files"
     for f in split_files(split, corpus_dir):
-        crate, _version, rel = f.relative_to(base).as_posix().split("/", 2)
-        docs.append(Document(crate, rel, f.read_text(encoding="utf-8")))
+        crate, version, rel = f.relative_to(base).as_posix().split("/", 2)
+        docs.append(Document(f"{crate}/{version}", rel, f.read_text(encoding="utf-8")))
     return docs
 
 
-def _span(text: str, max_chars: int, rng: random.Random) -> str:
-    """A random run of whole lines of about `max_chars` characters (all of a short text)."""
-    if len(text) <= max_chars:
-        return text
-    start = rng.randrange(len(text) - max_chars)
-    start = text.rfind("\n", 0, start) + 1
-    end = text.find("\n", start + max_chars)
-    return text[start:] if end < 0 else text[start:end + 1]
+def repos_of(docs: Sequence[Document]):
+    """Documents grouped into `engine.data.documents.Repo`s (files in dependency order)."""
+    from engine.data.documents import ordered_repo
+
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for d in docs:
+        groups.setdefault(d.repo, []).append((d.path, d.text))
+    out = []
+    for key in sorted(groups):
+        name, _, version = key.partition("/")
+        out.append(ordered_repo(name, version, groups[key]))
+    return out
 
 
-def example_tokens(tok: Tokenizer, doc: Document, rng: random.Random,
-                   cfg: TrainConfig) -> list[int]:
-    """One training example: FIM (with probability fim_rate) or the whole document."""
-    if rng.random() < cfg.fim_rate:
-        span = _span(doc.text, 3 * (cfg.fim_span_tokens or cfg.seq_len), rng)
-        return fim_training_example(tok, doc.path, span, rng, spm_rate=cfg.spm_rate,
-                                    repo_name=doc.repo)
-    return document_example(tok, doc.path, doc.text, repo_name=doc.repo)
+def train_tokens_in_memory(tok: Tokenizer, docs: Sequence[Document], cfg: TrainConfig,
+                           epochs: int = 1) -> np.ndarray:
+    """Training tokens built like the tokenization stage does, in this process."""
+    from engine.data.tokenize import TokenizeConfig, repo_epochs
+
+    tcfg = TokenizeConfig(epochs=epochs, fim_rate=cfg.fim_rate, spm_rate=cfg.spm_rate,
+                          context_share=cfg.context_share, budget_min=min(256, cfg.seq_len),
+                          budget_max=max(256, cfg.seq_len), seed=cfg.seed)
+    repos = repos_of(docs)
+    per_repo = [repo_epochs(tok, r, tcfg)[0] for r in repos]
+    out: list[int] = []
+    for e in range(epochs):
+        perm = list(range(len(repos)))
+        random.Random(f"{cfg.seed}:epoch:{e}").shuffle(perm)
+        for i in perm:
+            out += per_repo[i][e]
+    return np.asarray(out, dtype=np.int64)
 
 
-class PackedStream:
-    """Packed (seq_len + 1)-token rows from shuffled documents, deterministic and resumable.
+def eval_tokens_in_memory(tok: Tokenizer, docs: Sequence[Document]
+                          ) -> tuple[np.ndarray, list[dict]]:
+    """Whole-crate evaluation documents (no FIM): tokens and per-document records."""
+    from engine.data.documents import eval_document
 
-    Epoch e visits the documents in a permutation seeded by (seed, e); document i of that
-    epoch draws its FIM choices from a generator seeded by (seed, e, i). The state is the
-    epoch, the position in it, and the unconsumed tokens, so a checkpoint restores it
-    exactly.
+    out: list[int] = []
+    recs = []
+    for r in repos_of(docs):
+        ids = eval_document(tok, r)
+        recs.append({"crate": r.name, "version": r.version, "start": len(out),
+                     "tokens": len(ids), "bytes": r.nbytes})
+        out += ids
+    return np.asarray(out, dtype=np.int64), recs
+
+
+def load_token_file(tokens_dir: Path, split: str) -> tuple[np.ndarray, list[dict]]:
+    """A split's token file (memory-mapped) and, for val/test, its document records."""
+    meta = json.loads((tokens_dir / "meta.json").read_text())
+    arr = np.memmap(tokens_dir / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")
+    docs_path = tokens_dir / f"{split}.docs.json"
+    docs = json.loads(docs_path.read_text()) if docs_path.exists() else []
+    return arr, docs
+
+
+class ChunkStream:
+    """Chunks of `chunk + 1` tokens of a token array, in a seeded order, by global index.
+
+    Chunk i of pass p is chunk `perm_p[i % n]` of the array (consecutive chunks overlap by
+    one token), perm_p a permutation seeded by (seed, p). A training step takes a range of
+    global indices, so the data position is one integer and DDP ranks take disjoint ranges.
     """
 
-    def __init__(self, tok: Tokenizer, docs: Sequence[Document], cfg: TrainConfig) -> None:
-        if not docs:
-            raise ValueError("Expected at least one training document")
-        self.tok, self.docs, self.cfg = tok, docs, cfg
-        self.epoch, self.index, self.buffer = 0, 0, []
-        self._order = self._permutation(0)
+    def __init__(self, tokens: np.ndarray, chunk: int, seed: int) -> None:
+        self.tokens, self.chunk, self.seed = tokens, chunk, seed
+        self.n = (len(tokens) - 1) // chunk
+        if self.n < 1:
+            raise ValueError(f"Expected at least {chunk + 1} training tokens, got {len(tokens)}")
+        self._perms: dict[int, np.ndarray] = {}
 
-    def _permutation(self, epoch: int) -> list[int]:
-        order = list(range(len(self.docs)))
-        random.Random(f"{self.cfg.seed}:order:{epoch}").shuffle(order)
-        return order
+    def _perm(self, p: int) -> np.ndarray:
+        if p not in self._perms:
+            self._perms = {p: np.random.default_rng([self.seed, p]).permutation(self.n)}
+        return self._perms[p]
 
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index,
-                "buffer": torch.tensor(self.buffer, dtype=torch.int64)}
-
-    def load_state(self, state: dict) -> None:
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
-        self.buffer = state["buffer"].tolist()
-        self._order = self._permutation(self.epoch)
-
-    def _fill(self, n: int) -> None:
-        while len(self.buffer) < n:
-            if self.index == len(self.docs):
-                self.epoch, self.index = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-            doc = self.docs[self._order[self.index]]
-            rng = random.Random(f"{self.cfg.seed}:doc:{self.epoch}:{self.index}")
-            self.buffer += example_tokens(self.tok, doc, rng, self.cfg)
-            self.index += 1
-
-    def next_batch(self, batch_size: int) -> torch.Tensor:
-        """(batch_size, seq_len + 1) token ids; consecutive rows overlap by one token."""
-        t = self.cfg.seq_len
-        self._fill(batch_size * t + 1)
-        rows = [self.buffer[i * t:(i + 1) * t + 1] for i in range(batch_size)]
-        self.buffer = self.buffer[batch_size * t:]
-        return torch.tensor(rows, dtype=torch.int64)
+    def rows(self, first: int, n_chunks: int, seq_len: int) -> torch.Tensor:
+        """(n_chunks * chunk / seq_len, seq_len + 1) rows from chunks first .. first+n-1."""
+        if self.chunk % seq_len:
+            raise ValueError(f"seq_len {seq_len} must divide the chunk length {self.chunk}")
+        out = []
+        for g in range(first, first + n_chunks):
+            c = int(self._perm(g // self.n)[g % self.n])
+            a = np.asarray(self.tokens[c * self.chunk:(c + 1) * self.chunk + 1], dtype=np.int64)
+            for j in range(0, self.chunk, seq_len):
+                out.append(a[j:j + seq_len + 1])
+        return torch.from_numpy(np.stack(out))
 
 
 def byte_lengths(tok: Tokenizer) -> torch.Tensor:
@@ -227,37 +330,154 @@ def byte_lengths(tok: Tokenizer) -> torch.Tensor:
                          for i in range(tok.vocab_size)], dtype=torch.float64)
 
 
-def validation_rows(tok: Tokenizer, docs: Sequence[Document], seq_len: int,
-                    n_tokens: int) -> torch.Tensor:
-    """(n, seq_len + 1) rows of whole validation documents (no FIM), packed in order."""
-    ids: list[int] = []
-    for d in docs:
-        ids += document_example(tok, d.path, d.text, repo_name=d.repo)
-        if len(ids) >= n_tokens + 1:
-            break
-    n = max(1, min(len(ids) - 1, n_tokens) // seq_len)
-    ids = ids[:n * seq_len + 1]
-    if len(ids) < seq_len + 1:
-        raise ValueError(f"Expected at least {seq_len + 1} validation tokens, got {len(ids)}")
-    return torch.stack([torch.tensor(ids[i * seq_len:(i + 1) * seq_len + 1]) for i in range(n)])
+def validation_rows(tokens: np.ndarray, seq_len: int, n_tokens: int) -> torch.Tensor:
+    """(n, seq_len + 1) consecutive rows from the start of the validation tokens."""
+    n = max(1, min(len(tokens) - 1, n_tokens) // seq_len)
+    if n * seq_len + 1 > len(tokens):
+        raise ValueError(f"Expected at least {seq_len + 1} validation tokens, got {len(tokens)}")
+    a = np.asarray(tokens[:n * seq_len + 1], dtype=np.int64)
+    return torch.from_numpy(np.stack([a[i * seq_len:(i + 1) * seq_len + 1] for i in range(n)]))
 
 
-# -- model and optimisation ----------------------------------------------------------------
+def bucket_of(positions: torch.Tensor) -> torch.Tensor:
+    """Bucket index (0..len(BUCKETS)-1) of token positions."""
+    edges = torch.tensor(BUCKETS[1:], device=positions.device)
+    return torch.bucketize(positions, edges, right=True)
 
-def lr_at(step: int, cfg: TrainConfig, train_seconds: float = 0.0) -> float:
-    """Linear warm-up to lr over warmup_steps, then cosine to min_lr at the end of the run.
 
-    The end is max_steps, or the max_minutes budget of training time when that comes
-    first (then the schedule depends on the machine's speed and a rerun is not bitwise
-    identical).
-    """
+def bucket_names() -> list[str]:
+    def k(n: int) -> str:
+        return f"{n // 1024}K"
+    return [f"{k(a)}-{k(b)}" for a, b in zip(BUCKETS, BUCKETS[1:], strict=False)] + \
+        [f"{k(BUCKETS[-1])}+"]
+
+
+# -- model, attention for training, optimisation -------------------------------------------
+
+_FLEX = None
+_MASKS: dict[tuple, object] = {}
+
+
+def _flex_fn():
+    global _FLEX
+    if _FLEX is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        _FLEX = torch.compile(flex_attention, dynamic=False)
+    return _FLEX
+
+
+def flex_block_mask(t: int, window: int | None, device: torch.device):
+    """Causal (and sliding-window when `window`) block mask for length t, cached."""
+    key = (t, window, str(device))
+    if key not in _MASKS:
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        if window is None:
+            def mask(b, h, q, k):
+                return q >= k
+        else:
+            def mask(b, h, q, k):
+                return (q >= k) & (q - k < window)
+        _MASKS[key] = create_block_mask(mask, None, None, t, t, device=device)
+    return _MASKS[key]
+
+
+class FlexTrainAttention(Attention):
+    """`Attention` for training: the same projections and RoPE, FlexAttention for the
+    local (window) and global (causal) masks, differentiable; no KV cache."""
+
+    def forward(self, x: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor):
+        from engine.model import apply_rope
+
+        b, t, _ = x.shape
+        hd = self.args.head_dim
+        q = self.wq(x).view(b, t, -1, hd).transpose(1, 2)
+        k = self.wk(x).view(b, t, -1, hd).transpose(1, 2)
+        v = self.wv(x).view(b, t, -1, hd).transpose(1, 2)
+        if self.rope:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        mask = flex_block_mask(t, self.args.window if self.local else None, x.device)
+        q, k, v = (z.to(torch.bfloat16) if torch.is_autocast_enabled() else z
+                   for z in (q, k, v))
+        y = _flex_fn()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+        return self.wo(y.to(x.dtype).transpose(1, 2).reshape(b, t, -1))
+
+
+def resolve(cfg: TrainConfig, device: torch.device) -> tuple[str, bool]:
+    """(attention implementation, whether to torch.compile) for this device."""
+    attn = cfg.attention if cfg.attention != "auto" else (
+        "flex" if device.type == "cuda" else "sdpa")
+    comp = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+    return attn, comp
+
+
+def build_model(cfg: TrainConfig, vocab_size: int, device: torch.device
+                ) -> tuple[Transformer, ModelArgs]:
+    """The configured model, initialised, on `device`, with the training attention."""
+    args = from_name(cfg.model, vocab_size, all_global=cfg.all_global)
+    torch.manual_seed(cfg.seed)
+    model = Transformer(args)
+    model.init_weights(seed=cfg.seed, std=cfg.init_std)
+    if resolve(cfg, device)[0] == "flex":
+        for blk in model.layers:
+            blk.attention.__class__ = FlexTrainAttention
+    return model.to(device), args
+
+
+def flops_per_token(args: ModelArgs, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward = 3x forward): matmuls with the tied
+    output projection, plus attention over the keys each query sees on average."""
+    hd, dim = args.head_dim, args.dim
+    layer = dim * (args.n_head * hd) * 2 + dim * (args.n_kv_head * hd) * 2 \
+        + 3 * dim * args.ffn_dim
+    dense = args.n_layer * layer + args.vocab_size * dim
+    attn = 0.0
+    for i in range(args.n_layer):
+        w = min(args.window, seq_len) if args.is_local(i) else seq_len
+        seen = w - w * w / (2 * seq_len) if args.is_local(i) else (seq_len + 1) / 2
+        attn += 4 * args.n_head * hd * seen
+    return 6 * dense + 3 * attn
+
+
+def peak_flops(device: torch.device, cfg: TrainConfig) -> float:
+    """Dense bf16 peak FLOP/s of the device (0 when unknown, e.g. the CPU)."""
+    if cfg.peak_tflops > 0:
+        return cfg.peak_tflops * 1e12
+    if device.type != "cuda":
+        return 0.0
+    name = torch.cuda.get_device_name(device)
+    for key, tf in (("H100", 989.0), ("H200", 989.0), ("H800", 989.0), ("A100", 312.0),
+                    ("L40S", 362.0), ("4090", 165.0)):
+        if key in name:
+            return tf * 1e12
+    return 0.0
+
+
+def lr_at(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
+    """Linear warm-up over warmup_steps, then cosine to min_lr, or (wsd) constant until the
+    last `decay_frac` of training and a linear decay to min_lr. `progress` (0..1) is the
+    share of training done: by steps, or the max_minutes budget when that comes first."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    if cfg.max_minutes > 0:
-        progress = max(progress, train_seconds / (60 * cfg.max_minutes))
-    progress = min(1.0, progress)
+    if progress is None:
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, max(0.0, progress))
+    if cfg.schedule == "wsd":
+        start = 1.0 - cfg.decay_frac
+        if progress <= start:
+            return cfg.lr
+        return cfg.lr + (progress - start) / cfg.decay_frac * (cfg.min_lr - cfg.lr)
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def progress_at(step: int, cfg: TrainConfig, train_seconds: float) -> float:
+    """Share of training done: steps over max_steps, or time over max_minutes if larger."""
+    p = step / max(1, cfg.max_steps)
+    if cfg.max_minutes > 0:
+        p = max(p, train_seconds / (60 * cfg.max_minutes))
+    return min(1.0, p)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool) -> torch.optim.AdamW:
@@ -275,7 +495,7 @@ def _autocast(device: torch.device, cfg: TrainConfig):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def token_nats(model: Transformer, rows: torch.Tensor) -> torch.Tensor:
+def token_nats(model: torch.nn.Module, rows: torch.Tensor) -> torch.Tensor:
     """Per-target negative log-likelihood (B, T) of rows (B, T + 1)."""
     logits = model(rows[:, :-1])
     return F.cross_entropy(logits.float().flatten(0, 1), rows[:, 1:].flatten(),
@@ -283,99 +503,174 @@ def token_nats(model: Transformer, rows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: Transformer, rows: torch.Tensor, nbytes: torch.Tensor, cfg: TrainConfig,
-             device: torch.device, batch_size: int = 16) -> dict[str, float]:
-    """Mean loss over all targets, and bits/byte over the non-special targets."""
+def evaluate(model: torch.nn.Module, rows: torch.Tensor, nbytes: torch.Tensor,
+             cfg: TrainConfig, device: torch.device, batch_size: int = 8) -> dict[str, float]:
+    """Mean loss over all targets, bits/byte over the non-special targets, and bits/byte
+    by position in the row (the context each prediction had), `bpb_<bucket>`."""
+    was_training = model.training
     model.eval()
-    nats = total = bits_nats = bytes_ = 0.0
+    nb = nbytes.to(device)
+    nats = total = 0.0
+    nb_buckets = len(BUCKETS)
+    b_nats = torch.zeros(nb_buckets, dtype=torch.float64, device=device)
+    b_bytes = torch.zeros(nb_buckets, dtype=torch.float64, device=device)
     for i in range(0, len(rows), batch_size):
         r = rows[i:i + batch_size].to(device)
         with _autocast(device, cfg):
             nll = token_nats(model, r).double()
-        b = nbytes.to(device)[r[:, 1:]]
+        b = nb[r[:, 1:]]
         nats += nll.sum().item()
         total += nll.numel()
-        bits_nats += (nll * (b > 0)).sum().item()
-        bytes_ += b.sum().item()
-    model.train()
-    return {"loss": nats / total, "bpb": bits_nats / max(bytes_, 1.0) / math.log(2)}
+        bucket = bucket_of(torch.arange(r.shape[1] - 1, device=device)).expand_as(nll)
+        b_nats.index_add_(0, bucket.flatten(), (nll * (b > 0)).flatten())
+        b_bytes.index_add_(0, bucket.flatten(), b.flatten())
+    model.train(was_training)
+    out = {"loss": nats / total,
+           "bpb": b_nats.sum().item() / max(b_bytes.sum().item(), 1.0) / math.log(2)}
+    for name, n, by in zip(bucket_names(), b_nats.tolist(), b_bytes.tolist(), strict=True):
+        if by > 0:
+            out[f"bpb_{name}"] = n / by / math.log(2)
+    return out
 
 
 @torch.no_grad()
-def score_documents(model: Transformer, tok: Tokenizer, docs: Sequence[Document], ctx: int,
-                    device: torch.device, cfg: TrainConfig) -> dict[str, float]:
-    """Bits/byte of whole documents: each file as `<|file_sep|>path\\n` + text, the text's
-    tokens scored with a sliding context of at most `ctx` tokens (stride ctx/2), divided
-    by the text's UTF-8 bytes. The header is conditioned on, never scored."""
-    from engine.prompt import file_header_tokens
-
+def score_documents(model: torch.nn.Module, tokens: np.ndarray, docs: Sequence[dict],
+                    ctx: int, nbytes: torch.Tensor, device: torch.device,
+                    cfg: TrainConfig) -> dict[str, float]:
+    """Bits/byte of whole documents scored with a sliding context of at most `ctx` tokens
+    (stride ctx/2): -log2 p summed over the non-special tokens after the first, divided by
+    their UTF-8 bytes; also by position bucket (tokens into the document)."""
+    was_training = model.training
     model.eval()
-    nats = 0.0
-    nbytes = ntok = 0
+    nb = nbytes.to(device)
+    k = len(BUCKETS)
+    b_nats = torch.zeros(k, dtype=torch.float64, device=device)
+    b_bytes = torch.zeros(k, dtype=torch.float64, device=device)
+    ntok = 0
     stride = max(1, ctx // 2)
+    pad = device.type == "cuda"
     for d in docs:
-        head = file_header_tokens(tok, d.path)
-        body = tok.encode(d.text)
-        ids = torch.tensor(head + body, dtype=torch.int64)
-        first = len(head)  # index of the first scored token
-        scored_to = first
+        ids = torch.from_numpy(np.asarray(tokens[d["start"]:d["start"] + d["tokens"]],
+                                          dtype=np.int64))
+        scored_to = 1  # ids[0] (<|repo_name|>) has nothing to condition on
         while scored_to < len(ids):
             end = min(len(ids), scored_to + stride)
             start = max(0, end - ctx - 1)
-            window = ids[start:end].to(device)[None]
+            window = ids[start:end]
+            n = len(window)
+            if pad:  # a few fixed shapes for compiled kernels; causal: padding is unseen
+                window = F.pad(window, (0, padded_len(n - 1, ctx) + 1 - n), value=0)
             with _autocast(device, cfg):
-                nll = token_nats(model, window)[0].double()
-            # nll[j] predicts window[j + 1], i.e. ids[start + j + 1]
-            lo = scored_to - start - 1
-            nats += nll[lo:].sum().item()
+                nll = token_nats(model, window.to(device)[None])[0, :n - 1].double()
+            lo = scored_to - start - 1  # nll[j] predicts ids[start + j + 1]
+            pos = torch.arange(scored_to, end, device=device)
+            b = nb[ids[scored_to:end].to(device)]
+            bucket = bucket_of(pos)
+            b_nats.index_add_(0, bucket, nll[lo:] * (b > 0))
+            b_bytes.index_add_(0, bucket, b)
             scored_to = end
-        nbytes += len(d.text.encode("utf-8"))
-        ntok += len(body)
-    model.train()
-    return {"bpb": nats / nbytes / math.log(2), "tokens": ntok, "bytes": nbytes,
-            "bytes_per_token": nbytes / max(ntok, 1)}
+        ntok += len(ids)
+    model.train(was_training)
+    total_bytes = b_bytes.sum().item()
+    out = {"bpb": b_nats.sum().item() / max(total_bytes, 1.0) / math.log(2),
+           "tokens": ntok, "bytes": total_bytes, "bytes_per_token": total_bytes / max(ntok, 1)}
+    for name, n, by in zip(bucket_names(), b_nats.tolist(), b_bytes.tolist(), strict=True):
+        if by > 0:
+            out[f"bpb_{name}"] = n / by / math.log(2)
+    return out
 
 
-def sample_documents(docs: Sequence[Document], max_bytes: int, seed: int) -> list[Document]:
-    """A seeded sample of whole documents of at most `max_bytes` bytes, taken round-robin
-    over repositories so that each is represented; all of them when max_bytes is 0."""
-    if max_bytes <= 0:
+def padded_len(n: int, ctx: int) -> int:
+    """The smallest power of two >= n (at least 128), capped at ctx."""
+    return min(ctx, max(128, 1 << (n - 1).bit_length()))
+
+
+def sample_docs(docs: Sequence[dict], max_tokens: int, seed: int) -> list[dict]:
+    """A seeded sample of whole documents of at most `max_tokens` tokens, taken round-robin
+    over crates so that each is represented (largest-first within a crate is not used:
+    documents are whole crate versions); all of them when max_tokens is 0."""
+    if max_tokens <= 0:
         return list(docs)
-    by_repo: dict[str, list[Document]] = {}
-    for d in sorted(docs, key=lambda d: (d.repo, d.path)):
-        by_repo.setdefault(d.repo, []).append(d)
+    by_crate: dict[str, list[dict]] = {}
+    for d in sorted(docs, key=lambda d: (d["crate"], d["version"])):
+        by_crate.setdefault(d["crate"], []).append(d)
     rng = random.Random(seed)
-    for v in by_repo.values():
-        rng.shuffle(v)
+    crates = sorted(by_crate)
+    rng.shuffle(crates)
     out, total = [], 0
-    while any(by_repo.values()):
-        for repo in sorted(by_repo):
-            if by_repo[repo]:
-                d = by_repo[repo].pop()
-                n = len(d.text.encode())
-                if total + n <= max_bytes:
-                    out.append(d)
-                    total += n
-    return sorted(out, key=lambda d: (d.repo, d.path))
+    for c in crates:
+        d = by_crate[c][-1]
+        if total + d["tokens"] <= max_tokens:
+            out.append(d)
+            total += d["tokens"]
+    return sorted(out, key=lambda d: d["start"])
 
 
-def xz_bits_per_byte(docs: Sequence[Document]) -> dict[str, float]:
-    """`xz -9e` bits/byte of the documents, file by file and concatenated per repository."""
+def xz_bits_per_byte(tok: Tokenizer, tokens: np.ndarray, docs: Sequence[dict]) -> float:
+    """`xz -9e` bits/byte of the same documents' text (special tokens dropped), one
+    compressed stream per document (a whole crate)."""
     preset = 9 | lzma.PRESET_EXTREME
-    total = sum(len(d.text.encode()) for d in docs)
-    per_file = sum(len(lzma.compress(d.text.encode(), preset=preset)) for d in docs)
-    by_repo: dict[str, list[bytes]] = {}
+    raw = comp = 0
     for d in docs:
-        by_repo.setdefault(d.repo, []).append(d.text.encode())
-    per_repo = sum(len(lzma.compress(b"".join(v), preset=preset)) for v in by_repo.values())
-    return {"xz_file_bpb": 8 * per_file / total, "xz_crate_bpb": 8 * per_repo / total}
+        text = tok.decode(np.asarray(tokens[d["start"]:d["start"] + d["tokens"]]).tolist(),
+                          skip_special=True).encode()
+        raw += len(text)
+        comp += len(lzma.compress(text, preset=preset))
+    return 8 * comp / max(raw, 1)
+
+
+# -- distributed ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_name: str) -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on CUDA, else gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    # NVLink multicast stays off (docs/TRAINING.md), also for processes we start.
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device_name != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(rank, world, local)
+
+
+def _all_reduce(x: float, dist_info: Dist, device: torch.device, op: str = "avg") -> float:
+    if dist_info.world == 1:
+        return x
+    import torch.distributed as dist
+
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    if op == "max":
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.item()
+    dist.all_reduce(t)
+    return t.item() / dist_info.world
 
 
 # -- the run -------------------------------------------------------------------------------
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, dist_info: Dist | None = None) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and dist_info is not None and dist_info.world > 1:
+        return torch.device("cuda", dist_info.local_rank)
     return torch.device(name)
 
 
@@ -393,7 +688,9 @@ def _path(p: str) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-def _log(record: dict, out_dir: Path) -> None:
+def _log(record: dict, out_dir: Path, main: bool = True) -> None:
+    if not main:
+        return
     parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()]
     print(" | ".join(parts), file=sys.stderr, flush=True)
     with (out_dir / "log.jsonl").open("a") as f:
@@ -406,32 +703,67 @@ def save_checkpoint(path: Path, **content) -> None:
     tmp.replace(path)
 
 
+def split_parts(path: Path, part_mib: int) -> list[Path]:
+    """Cut a file into `<name>.partNN` of at most part_mib MiB plus `<name>.sha256`
+    (rejoin with `cat <name>.part* > <name>`); returns the parts."""
+    size = part_mib * 2**20
+    data = path.read_bytes()
+    parts = []
+    for i in range(0, max(1, len(data)), size):
+        p = path.with_name(f"{path.name}.part{i // size:02d}")
+        p.write_bytes(data[i:i + size])
+        parts.append(p)
+    path.with_name(path.name + ".sha256").write_text(
+        f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+    return parts
+
+
 def train(cfg: TrainConfig, *, tokenizer: Tokenizer | None = None,
           train_docs: Sequence[Document] | None = None,
           val_docs: Sequence[Document] | None = None,
           test_docs: Sequence[Document] | None = None) -> dict:
     """Run (or resume) training as configured; returns a summary with the per-step losses.
 
-    Documents default to the corpus splits under `cfg.corpus_dir`; tests pass their own.
+    Data: token files under `cfg.tokens_dir`, else documents (tests pass their own, else
+    the corpus splits under `cfg.corpus_dir`) tokenized in memory.
     """
+    dist_info = setup_distributed(cfg.device)
+    device = pick_device(cfg.device, dist_info)
     out_dir = _path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads)
-    corpus = _path(cfg.corpus_dir)
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    t_start = time.perf_counter()
     tok = tokenizer or load_tokenizer(cfg)
-    train_docs = train_docs if train_docs is not None else load_split(corpus, "train")
-    val_docs = val_docs if val_docs is not None else load_split(corpus, "val")
+    corpus = _path(cfg.corpus_dir)
+    if cfg.tokens_dir:
+        tdir = _path(cfg.tokens_dir)
+        train_tokens, _ = load_token_file(tdir, "train")
+        val_tokens, _ = load_token_file(tdir, "val")
+    else:
+        train_docs = train_docs if train_docs is not None else load_split(corpus, "train")
+        val_docs = val_docs if val_docs is not None else load_split(corpus, "val")
+        train_tokens = train_tokens_in_memory(tok, train_docs, cfg)
+        val_tokens, _ = eval_tokens_in_memory(tok, val_docs)
 
-    args = from_name(cfg.model, tok.vocab_size)
-    torch.manual_seed(cfg.seed)
-    model = Transformer(args)
-    model.init_weights(seed=cfg.seed, std=cfg.init_std)
-    model.to(device)
+    chunk = chunk_len(cfg)
+    per_step_chunks = cfg.batch_tokens // chunk
+    micro_chunks = cfg.micro_batch_tokens // chunk
+    if cfg.batch_tokens % chunk or cfg.micro_batch_tokens % chunk or micro_chunks < 1:
+        raise ValueError(f"batch_tokens and micro_batch_tokens must be multiples of the "
+                         f"longest sequence length {chunk}")
+    if per_step_chunks % (micro_chunks * dist_info.world):
+        raise ValueError(f"batch_tokens ({cfg.batch_tokens}) must be a multiple of "
+                         f"micro_batch_tokens x ranks ({cfg.micro_batch_tokens} x "
+                         f"{dist_info.world})")
+    grad_accum = per_step_chunks // (micro_chunks * dist_info.world)
+    stream = ChunkStream(train_tokens, chunk, cfg.seed)
+
+    model, args = build_model(cfg, tok.vocab_size, device)
+    attn_impl, use_compile = resolve(cfg, device)
     opt = make_optimizer(model, cfg, fused=device.type == "cuda")
-    stream = PackedStream(tok, train_docs, cfg)
-    val_rows = validation_rows(tok, val_docs, cfg.seq_len, cfg.eval_tokens)
     nbytes = byte_lengths(tok)
 
     step, tokens_seen, train_seconds, finished = 0, 0, 0.0, False
@@ -443,61 +775,99 @@ def train(cfg: TrainConfig, *, tokenizer: Tokenizer | None = None,
             raise ValueError(f"{ckpt_path}: checkpoint model {ck['model_args']} != {args}")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
-        stream.load_state(ck["data"])
         step, tokens_seen = ck["step"], ck["tokens_seen"]
         train_seconds, best_val = ck["train_seconds"], ck["best_val"]
         finished = ck["finished"]
-        print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
-    (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+        _log({"resumed": str(ckpt_path), "step": step}, out_dir, dist_info.main)
+    if dist_info.main:
+        (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     n_params = model.num_params()
-    print(f"model {cfg.model}: {n_params:,} parameters, vocab {tok.vocab_size}, "
-          f"{len(train_docs)} train / {len(val_docs)} val documents, device {device}",
-          file=sys.stderr)
+    _log({"model": cfg.model, "all_global": cfg.all_global, "params": n_params,
+          "vocab": tok.vocab_size, "train_tokens": len(train_tokens), "device": str(device),
+          "ranks": dist_info.world, "grad_accum": grad_accum, "attention": attn_impl,
+          "compile": use_compile}, out_dir, dist_info.main)
+
+    fwd: torch.nn.Module = model
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        fwd = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if use_compile:
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
+        fwd = torch.compile(fwd)
+    peak = peak_flops(device, cfg)
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
-                        model_args=args.to_dict(), config=asdict(cfg), data=stream.state(),
-                        step=step, tokens_seen=tokens_seen, train_seconds=train_seconds,
-                        best_val=best_val, finished=finished)
+        if dist_info.main:
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
+                            model_args=args.to_dict(), config=asdict(cfg), step=step,
+                            tokens_seen=tokens_seen, train_seconds=train_seconds,
+                            best_val=best_val, finished=finished)
+
+    def validate(seq: int) -> dict[str, float]:
+        rows = validation_rows(val_tokens, seq, cfg.eval_tokens)
+        return evaluate(model, rows, nbytes, cfg, device)
 
     losses: dict[int, float] = {}
     val: dict[str, float] = {}
     model.train()
-    t_log, tok_log = time.perf_counter(), 0
+    t_log, tok_log, flops_log = time.perf_counter(), 0, 0.0
+    stopped_by_wall = False
     while step < cfg.max_steps and not finished:
         t0 = time.perf_counter()
-        lr = lr_at(step, cfg, train_seconds)
+        progress = _all_reduce(progress_at(step, cfg, train_seconds), dist_info, device, "max")
+        seq = seq_len_at(progress, cfg)
+        lr = lr_at(step, cfg, progress if cfg.max_minutes > 0 else None)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss_sum = 0.0
-        for _ in range(cfg.grad_accum):
-            rows = stream.next_batch(cfg.batch_size).to(device)
-            with _autocast(device, cfg):
-                loss = token_nats(model, rows).mean()
-            (loss / cfg.grad_accum).backward()
-            loss_sum += loss.item() / cfg.grad_accum
-        gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
-                 if cfg.grad_clip > 0 else float("nan"))
+        loss_sum = torch.zeros((), device=device)
+        for m in range(grad_accum):
+            first = step * per_step_chunks + (m * dist_info.world + dist_info.rank) * micro_chunks
+            rows = stream.rows(first, micro_chunks, seq).to(device, non_blocking=True)
+            if attn_impl == "flex":  # build masks outside the compiled graph
+                for w in {args.window if args.is_local(i) else None
+                          for i in range(args.n_layer)}:
+                    flex_block_mask(seq, w, device)
+            sync = nullcontext() if (dist_info.world == 1 or m == grad_accum - 1) \
+                else fwd.no_sync()
+            with sync, _autocast(device, cfg):
+                loss = token_nats(fwd, rows).mean()
+                (loss / grad_accum).backward()
+            loss_sum += loss.detach() / grad_accum
+        gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                 if cfg.grad_clip > 0 else torch.tensor(float("nan")))
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        n_tok = cfg.grad_accum * cfg.batch_size * cfg.seq_len
+        loss_val = _all_reduce(loss_sum.item(), dist_info, device)
+        n_tok = cfg.batch_tokens
         tokens_seen += n_tok
         tok_log += n_tok
+        flops_log += n_tok * flops_per_token(args, seq)
         train_seconds += time.perf_counter() - t0
-        losses[step] = loss_sum
+        losses[step] = loss_val
         if step % cfg.log_interval == 0 or step == cfg.max_steps:
             now = time.perf_counter()
-            _log({"step": step, "loss": loss_sum, "lr": lr, "gnorm": gnorm,
-                  "tok_per_s": tok_log / (now - t_log), "tokens": tokens_seen,
-                  "minutes": train_seconds / 60}, out_dir)
-            t_log, tok_log = now, 0
-        out_of_time = cfg.max_minutes > 0 and train_seconds >= 60 * cfg.max_minutes
-        stopping = bool(cfg.stop_step and step >= cfg.stop_step) or out_of_time
+            rec = {"step": step, "loss": loss_val, "lr": lr, "gnorm": float(gnorm),
+                   "seq_len": seq, "tok_per_s": tok_log / (now - t_log), "tokens": tokens_seen,
+                   "minutes": train_seconds / 60}
+            if peak:
+                rec["mfu"] = flops_log / (now - t_log) / (peak * dist_info.world)
+            if device.type == "cuda":
+                rec["mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            _log(rec, out_dir, dist_info.main)
+            t_log, tok_log, flops_log = now, 0, 0.0
+        progress = _all_reduce(progress_at(step, cfg, train_seconds), dist_info, device, "max")
+        out_of_time = cfg.max_minutes > 0 and progress >= 1.0
+        wall = _all_reduce(time.perf_counter() - t_start, dist_info, device, "max")
+        stopped_by_wall = cfg.stop_minutes > 0 and wall >= 60 * cfg.stop_minutes
+        stopping = bool(cfg.stop_step and step >= cfg.stop_step) or out_of_time \
+            or stopped_by_wall
         if step % cfg.eval_interval == 0 or step == cfg.max_steps or stopping:
-            val = evaluate(model, val_rows, nbytes, cfg, device)
+            val = validate(seq)
             best_val = min(best_val, val["loss"])
-            _log({"step": step, "val_loss": val["loss"], "val_bpb": val["bpb"]}, out_dir)
+            _log({"step": step, **{f"val_{k}": v for k, v in val.items()}}, out_dir,
+                 dist_info.main)
             t_log = time.perf_counter()
         finished = step >= cfg.max_steps or out_of_time
         if step % cfg.ckpt_interval == 0 or finished or stopping:
@@ -506,42 +876,74 @@ def train(cfg: TrainConfig, *, tokenizer: Tokenizer | None = None,
             break
 
     summary = {"params": n_params, "steps": step, "tokens_seen": tokens_seen,
-               "train_minutes": train_seconds / 60, "losses": losses,
-               "vocab_size": tok.vocab_size, "model_args": args.to_dict()}
+               "train_minutes": train_seconds / 60, "losses": losses, "finished": finished,
+               "vocab_size": tok.vocab_size, "model_args": args.to_dict(),
+               "ranks": dist_info.world}
+    if stopped_by_wall and not finished:
+        _log({"stopped": "stop_minutes reached; run the same command again to resume",
+              "step": step}, out_dir, dist_info.main)
+        return summary
     if not val:
-        val = evaluate(model, val_rows, nbytes, cfg, device)
-    summary.update(val_loss=val["loss"], val_bpb=val["bpb"])
-    if cfg.test_eval:
-        test_docs = test_docs if test_docs is not None else load_split(corpus, "test")
-        test_docs = sample_documents(test_docs, cfg.test_max_bytes, cfg.seed)
-        t0 = time.perf_counter()
-        summary["test"] = score_documents(model, tok, test_docs, cfg.seq_len, device, cfg)
-        summary["test"].update(xz_bits_per_byte(test_docs), files=len(test_docs),
-                               crates=len({d.repo for d in test_docs}),
-                               seconds=time.perf_counter() - t0)
-        _log({"step": step, **{f"test_{k}": v for k, v in summary["test"].items()}}, out_dir)
-    if cfg.export:
-        from engine.gguf_io import save_gguf
-
-        meta = {"train_steps": str(step), "train_tokens": str(tokens_seen),
-                "train_corpus": "Debian bookworm librust-*-dev (engine/data/debian_crates.txt)",
-                "val_bpb": f"{val['bpb']:.4f}"}
-        if "test" in summary:
-            meta["test_bpb"] = f"{summary['test']['bpb']:.4f}"
-        cpu_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        path = save_gguf(_path(cfg.export), args, cpu_state, tok, dtype=cfg.export_dtype,
-                         name=cfg.export_name, demo=cfg.demo, extra_metadata=meta)
-        summary["export"] = {"path": str(path), "bytes": path.stat().st_size}
-        print(f"exported {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
-    (out_dir / "summary.json").write_text(
-        json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=1) + "\n")
+        val = validate(seq_len_at(1.0, cfg))
+    summary.update(val_loss=val["loss"], val_bpb=val["bpb"], val=val)
+    if cfg.test_eval and dist_info.main:
+        summary["test"] = run_test_eval(model, tok, cfg, nbytes, device, test_docs)
+        _log({"step": step, "test": summary["test"]}, out_dir)
+    if cfg.export and dist_info.main:
+        summary["export"] = export(model, args, tok, cfg, val, summary, step, tokens_seen)
+    if dist_info.main:
+        (out_dir / "summary.json").write_text(
+            json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=1) + "\n")
     return summary
+
+
+def run_test_eval(model: Transformer, tok: Tokenizer, cfg: TrainConfig, nbytes: torch.Tensor,
+                  device: torch.device, test_docs: Sequence[Document] | None = None) -> dict:
+    """Bits/byte of whole test crates at each context of `test_contexts`, and xz -9e."""
+    if cfg.tokens_dir:
+        tokens, docs = load_token_file(_path(cfg.tokens_dir), "test")
+    else:
+        test_docs = test_docs if test_docs is not None else load_split(
+            _path(cfg.corpus_dir), "test")
+        tokens, docs = eval_tokens_in_memory(tok, test_docs)
+    docs = sample_docs(docs, cfg.test_max_tokens, cfg.seed)
+    out: dict = {"crates": len({d["crate"] for d in docs}), "documents": len(docs)}
+    t0 = time.perf_counter()
+    for c in (int(x) for x in cfg.test_contexts.split(",")):
+        out[f"C{c}"] = score_documents(model, tokens, docs, c, nbytes, device, cfg)
+    out["xz_crate_bpb"] = xz_bits_per_byte(tok, tokens, docs)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def export(model: Transformer, args: ModelArgs, tok: Tokenizer, cfg: TrainConfig,
+           val: dict, summary: dict, step: int, tokens_seen: int) -> dict:
+    """Write the GGUF (and its parts when export_part_mib > 0)."""
+    from engine.gguf_io import save_gguf
+
+    meta = {"train_steps": str(step), "train_tokens": str(tokens_seen),
+            "train_corpus": "Debian bookworm librust-*-dev (engine/data/debian_crates.txt)",
+            "val_bpb": f"{val['bpb']:.4f}"}
+    if "test" in summary:
+        best = min((v["bpb"], k) for k, v in summary["test"].items()
+                   if isinstance(v, dict) and "bpb" in v)
+        meta["test_bpb"] = f"{best[0]:.4f}"
+        meta["test_bpb_context"] = best[1]
+    cpu_state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    path = save_gguf(_path(cfg.export), args, cpu_state, tok, dtype=cfg.export_dtype,
+                     name=cfg.export_name, demo=cfg.demo, extra_metadata=meta)
+    out = {"path": str(path), "bytes": path.stat().st_size}
+    if cfg.export_part_mib:
+        out["parts"] = [str(p) for p in split_parts(path, cfg.export_part_mib)]
+    print(f"exported {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__, file=sys.stderr)
+        print(f"presets: {', '.join(PRESETS)}", file=sys.stderr)
         for f in fields(TrainConfig):
             print(f"  --{f.name}={f.default!r}", file=sys.stderr)
         return 0
@@ -550,8 +952,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigOverrideError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    train(cfg)
-    return 0
+    summary = train(cfg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0 if summary.get("finished") else 3
 
 
 if __name__ == "__main__":

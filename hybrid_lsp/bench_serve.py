@@ -11,14 +11,20 @@ next keystroke waits for the answer. The first `--warmup` requests are not count
 Latency is measured at the client, request to response, so it includes the server's
 debounce (the setting's default unless `--debounce-ms`), prompt assembly, the engine
 child and post-processing. Answers served from the completion cache are counted
-apart (and included in "all"). The figures (p50/p95, counts, CPU name) go to stderr, to
-stdout as JSON with `--json`, and into `docs/BENCHMARKS.md` under "## Server" (only that
-section is replaced) unless `--no-write`.
+apart (and included in "all"). A request "shows a completion" when its answer has an item
+(a non-empty completion survived post-processing). The figures (p50/p95, counts, share
+shown, CPU name and load average) go to stderr, to stdout as JSON with `--json`, and into
+`docs/BENCHMARKS.md` under "## Server" (only that section is replaced) unless `--no-write`.
+
+`--trace FILE` turns on the server's `log.includeText` setting and writes one JSON line
+per request: the line up to the cursor, the model's raw text, the text shown (or null),
+the engine's stop reason and the latency.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hybrid_lsp.server import TRACE_PREFIX
 from hybrid_lsp.transport import FrameReader
 
 log = logging.getLogger(__name__)
@@ -153,11 +160,13 @@ def run_bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         completion: dict[str, Any] = {"maxTokens": args.max_tokens}
         if args.debounce_ms is not None:
             completion["debounceMs"] = args.debounce_ms
+        options: dict[str, Any] = {"model": {"path": str(args.model), "backend": args.backend},
+                                   "completion": completion}
+        if args.trace is not None:
+            options["log"] = {"level": "info", "includeText": True}
         rpc.request("initialize", {
             "processId": os.getpid(), "rootUri": ws.as_uri(), "capabilities": {},
-            "initializationOptions": {"model": {"path": str(args.model),
-                                                "backend": args.backend},
-                                      "completion": completion}})
+            "initializationOptions": options})
         rpc.notify("initialized", {})
         end = time.monotonic() + args.ready_timeout
         while (st := _status(rpc))["engineState"] != "ready":
@@ -171,6 +180,8 @@ def run_bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "uri": uri, "languageId": "rust", "version": 1, "text": text}})
         time.sleep(args.settle_s)  # the server warms the engine's cache for the file
         version, samples = 1, []
+        records: list[dict[str, Any]] = []
+        load_start = os.getloadavg()[0]
         rounds = 0
         while len(samples) < args.requests + args.warmup and rounds < 20:
             rounds += 1
@@ -198,6 +209,10 @@ def run_bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     items = (res or {}).get("items", [])
                     detail = items[0].get("detail", "") if items else ""
                     samples.append((ms, "cache" in detail, bool(items)))
+                    records.append({
+                        "offset": cursor, "line": text[text.rfind("\n", 0, cursor) + 1:cursor],
+                        "item": items[0]["textEdit"]["newText"] if items else None,
+                        "cache": "cache" in detail, "ms": round(ms, 1)})
                     if args.think_ms:
                         time.sleep(args.think_ms / 1e3)
                     if len(samples) >= args.requests + args.warmup:
@@ -207,14 +222,18 @@ def run_bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         st = _status(rpc)
     finally:
         rpc.close()
+    if args.trace is not None:
+        write_trace(args.trace, records[args.warmup:], tmp / "server.stderr")
     counted = samples[args.warmup:]
     generated = [ms for ms, cached, _ in counted if not cached]
     cached = [ms for ms, hit, _ in counted if hit]
     every = [ms for ms, _, _ in counted]
     return {
-        "cpu": cpu_name(), "model": st.get("model"), "backend": st.get("backend"),
+        "cpu": cpu_name(), "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        "model": st.get("model"), "backend": st.get("backend"),
         "device": st.get("device"), "requests": len(counted), "warmup": args.warmup,
         "with_items": sum(1 for *_, has in counted if has),
+        "shown_share": round(sum(1 for *_, has in counted if has) / max(1, len(counted)), 3),
         "all_p50_ms": round(percentile(every, 0.5), 1),
         "all_p95_ms": round(percentile(every, 0.95), 1),
         "generated": len(generated),
@@ -231,19 +250,43 @@ def run_bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     }
 
 
+def write_trace(path: Path, records: list[dict[str, Any]], server_log: Path) -> None:
+    """One JSON line per request: what the bench saw, joined in order (by cursor offset)
+    with the server's trace lines (raw model text, text shown, stop reason)."""
+    traces: list[dict[str, Any]] = []
+    with contextlib.suppress(OSError):
+        for line in server_log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if TRACE_PREFIX in line:
+                with contextlib.suppress(ValueError):
+                    traces.append(json.loads(line.split(TRACE_PREFIX, 1)[1]))
+    k = 0
+    with path.open("w", encoding="utf-8") as f:
+        for rec in records:
+            while (not rec["cache"] and k < len(traces)
+                   and traces[k]["offset"] != rec["offset"]):
+                k += 1  # a warm-up request's trace
+            if not rec["cache"] and k < len(traces):
+                rec = {**rec, **{key: traces[k][key] for key in ("raw", "shown", "stop",
+                                                                 "tokens", "engine_ms")}}
+                k += 1
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
 def section(fig: dict[str, Any]) -> str:
     """The "## Server" section of docs/BENCHMARKS.md for `fig`."""
     gen = (f"{fig['generated_p50_ms']} / {fig['generated_p95_ms']}" if fig["generated"]
            else "n/a")
     c = fig
     rows = [
-        ("CPU", c["cpu"]),
+        ("CPU", f"{c['cpu']} (load average {c['load_average'][0]} at the start, "
+                f"{c['load_average'][1]} at the end)"),
         ("model / backend / device", f"{c['model']} / {c['backend']} / {c['device']}"),
         ("settings", f"debounce {c['debounce_ms']} ms, max {c['max_tokens']} tokens, "
                      f"context budget {c['context_budget_tokens']} tokens"),
         ("requests counted", f"{c['requests']} ({c['generated']} through the engine, "
-                             f"{c['cache_hits']} from the completion cache, "
-                             f"{c['with_items']} with an item)"),
+                             f"{c['cache_hits']} from the completion cache)"),
+        ("requests that show a completion", f"{c['with_items']} of {c['requests']} "
+                                            f"({100 * c['shown_share']:.0f}%)"),
         ("p50 / p95, all requests", f"{c['all_p50_ms']} / {c['all_p95_ms']} ms"),
         ("p50 / p95, through the engine (no cache hit)", f"{gen} ms"),
         ("tokens generated per engine request (mean)", str(c["mean_generated_tokens"])),
@@ -256,7 +299,9 @@ Warm completion latency of the real server (`hybrid-lsp bench serve`): `hybrid-l
 over stdio on the server tests' fixture crate, typing simulation (each keystroke an
 incremental `didChange`, then `textDocument/completion` at the cursor; the next keystroke
 waits for the answer), measured at the client from request to response, first
-{c['warmup']} requests not counted.
+{c['warmup']} requests not counted. A request shows a completion when its answer has an
+item, i.e. non-empty text survived post-processing (`--trace FILE` writes each request's
+raw model text and the text shown).
 
 | | |
 |---|---|
@@ -298,6 +343,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=BENCHMARKS)
     p.add_argument("--no-write", action="store_true", help="do not touch the benchmarks file")
     p.add_argument("--json", action="store_true", help="the figures as JSON on stdout")
+    p.add_argument("--trace", type=Path, default=None,
+                   help="write each request's raw and shown completion here (JSON lines)")
     return p.parse_args(list(argv))
 
 

@@ -11,9 +11,13 @@ set; it answers empty); `$/cancelRequest` cancels the handler's task (pygls answ
 -32800) and the engine child is told to stop.
 
 Cache warming: when the repository context changes (a file opened, an index update, the
-cursor entering another top-level item) the server sends the engine a warm request (the
-prompt prefix for that cursor, `max_tokens=0`) after `WARM_DELAY_S`; a real request
-cancels it (and the child preempts it).
+cursor entering another item: `current_item`, from the index's item spans) the server
+sends the engine a warm request (the prompt prefix for that cursor, `max_tokens=0`) after
+`WARM_DELAY_S`; a real request cancels it (and the child preempts it).
+
+Debugging: with the `log.includeText` setting, every completion logs one line
+`TRACE_PREFIX` + JSON (raw model text, the text shown, stop reason), which
+`hybrid-lsp bench serve --trace` collects.
 
 File watching: with a client that registers watchers dynamically, the server registers
 `**/*.rs` and `**/Cargo.toml` and feeds `workspace/didChangeWatchedFiles` to the index's
@@ -32,15 +36,15 @@ import asyncio
 import contextlib
 import functools
 import importlib.resources
+import json
 import logging
 import os
 import random
-import re
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -67,9 +71,19 @@ from hybrid_lsp.convert import (
     offset_at,
 )
 from hybrid_lsp.engine_client import READY, EngineClient, EngineConfig, EngineUnavailable
-from hybrid_lsp.postprocess import clean_completion, cut_at_markers
+from hybrid_lsp.postprocess import (
+    clean_completion,
+    cut_at_markers,
+    generation_limits,
+    rust_parser,
+)
 from hybrid_lsp.settings import SECTION, Settings, merge_settings, to_wire
 from hybrid_lsp.transport import REDACT, HardenedProtocol
+
+if TYPE_CHECKING:
+    from tree_sitter import Node
+
+    from indexer.items import FileIndex
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +94,12 @@ TEST_HOOKS_ENV = "HYBRID_LSP_TEST_HOOKS"
 WARM_DELAY_S = 0.3
 #: Glob patterns registered with clients that watch files for us.
 WATCH_GLOBS = ("**/*.rs", "**/Cargo.toml")
-#: A top-level item starts at column 0 with one of these (cursor item changes warm the cache).
-_ITEM_START = re.compile(
-    r"^(?:pub(?:\([^)]*\))?\s+)?(?:unsafe\s+|async\s+|const\s+|extern\s+\S+\s+)*"
-    r"(?:fn|impl|struct|enum|trait|mod|union|type|macro_rules!)\b[^\n]*", re.M)
+#: tree-sitter node kinds of items (the cursor's item, when the index lacks the file).
+_TS_ITEMS = frozenset({"function_item", "function_signature_item", "impl_item", "trait_item",
+                       "struct_item", "enum_item", "union_item", "mod_item", "type_item",
+                       "const_item", "static_item", "macro_definition"})
+#: Start of the log line with a completion's raw and shown text (`log.includeText` only).
+TRACE_PREFIX = "completion trace: "
 #: Special-token text (`<|fim_middle|>`, ...) never reaches the editor.
 SPECIAL_TEXTS = tuple(special_token_strings().values())
 
@@ -127,21 +143,29 @@ class FaultInjector:
             raise InjectedFault(f"injected fault in {method}")
 
 
-def current_item(text: str, offset: int) -> str:
-    """The first line of the top-level item the cursor is in ("" before the first one).
+def current_item(text: str, offset: int, fi: FileIndex | None = None) -> Hashable:
+    """The identity (no positions) of the innermost item the cursor is in; None outside.
 
-    Scans lines backwards from the cursor, so a keystroke costs the item's length.
+    With the file's index entry `fi`: its item spans (`find_enclosing`/`item_key`, as the
+    context assembler picks the enclosing item, whose repository part then changes).
+    Without: the tree-sitter items around the cursor in `text` (nested ones too: a method
+    in an `impl`, a test in `mod tests`), as (kind, first line) pairs, outermost first.
     """
-    end = min(offset, len(text))
-    while end >= 0:
-        start = text.rfind("\n", 0, end) + 1
-        m = _ITEM_START.match(text, start)
-        if m is not None:
-            return m.group(0).strip()
-        if start == 0:
-            return ""
-        end = start - 1
-    return ""
+    if fi is not None:
+        from indexer.signals import find_enclosing, item_key
+
+        item = find_enclosing(fi, text.count("\n", 0, offset))
+        return None if item is None else item_key(fi, item)
+    data = text.encode("utf-8")
+    at = len(text[:offset].encode("utf-8"))
+    node: Node | None = rust_parser().parse(data).root_node.descendant_for_byte_range(at, at)
+    path: list[tuple[str, str]] = []
+    while node is not None:
+        if node.type in _TS_ITEMS:
+            head = data[node.start_byte:node.end_byte].split(b"\n", 1)[0]
+            path.append((node.type, head.decode("utf-8", "replace").strip()))
+        node = node.parent
+    return tuple(reversed(path)) or None
 
 
 class _Slot:
@@ -410,12 +434,13 @@ class HybridLanguageServer(LanguageServer):
             self.schedule_warm(self.active_uri, force=True)
 
     def _make_assembler(self) -> None:
+        from hybrid_lsp.context_cmd import tokenizer_counter
         from indexer.context import ContextAssembler
 
         if self.index is None or self.prompts is None:
             return
         self.assembler = ContextAssembler(
-            self.index, self.prompts.count, special_token_strings(),
+            self.index, tokenizer_counter(self.prompts.tok), special_token_strings(),
             repo_name=self.root.name if self.root is not None else "")
 
     # -- completion pipeline -------------------------------------------------------------
@@ -438,10 +463,15 @@ class HybridLanguageServer(LanguageServer):
         await asyncio.sleep(self.settings.completion.debounce_ms / 1e3)
         if slot.cancel.is_set():
             return None
-        raw = await self._generate(uri, text, offset, slot)
-        if raw is None:
+        res = await self._generate(uri, text, offset, slot)
+        if res is None:
             return None
+        raw = cut_at_markers(res.text, SPECIAL_TEXTS)
         cleaned = await asyncio.to_thread(clean_completion, raw, text, offset)
+        if self.settings.log.include_text:  # a debug setting: `hybrid-lsp bench serve --trace`
+            log.info("%s%s", TRACE_PREFIX, json.dumps({
+                "offset": offset, "raw": raw, "shown": cleaned, "stop": res.stop_reason,
+                "tokens": res.generated_tokens, "engine_ms": round(res.total_ms, 1)}))
         if cleaned is None:
             return None
         self.cache.store(uri, text[:offset], text[offset:], cleaned)
@@ -449,17 +479,17 @@ class HybridLanguageServer(LanguageServer):
         detail = f"hybrid-lsp · {self.model_name} ({self.engine.ready.backend}) · {watch.ms:.0f} ms"
         return cleaned, offset, text, detail
 
-    async def _generate(self, uri: str, text: str, offset: int, slot: _Slot) -> str | None:
+    async def _generate(self, uri: str, text: str, offset: int, slot: _Slot):
+        """The engine's answer (special-token text cut off), or None."""
         c = self.settings.completion
         if self.engine is None or self.prompts is None:
             return None
         if not await self.engine.wait_ready(c.latency_budget_ms / 1e3):
             return None
         ids = await asyncio.to_thread(self._build_ids, uri, text, offset)
-        line_after = text[offset:].split("\n", 1)[0]
-        stops = ["\n"] if line_after.strip() else ["\n\n\n"]
+        stops, max_tokens = generation_limits(text, offset, c.max_tokens)
         try:
-            res = await self.engine.generate(ids, max_tokens=c.max_tokens,
+            res = await self.engine.generate(ids, max_tokens=max_tokens,
                                              budget_s=c.latency_budget_ms / 1e3,
                                              stop_strings=stops, cancel=slot.cancel)
         except EngineUnavailable as e:
@@ -467,12 +497,10 @@ class HybridLanguageServer(LanguageServer):
             return None
         if res is None or res.stop_reason == "cancelled":
             return None
-        log.info("completion: %d prompt tokens (%d evaluated), %d generated, %.0f ms engine",
-                 res.prompt_tokens, res.evaluated_prompt_tokens, res.generated_tokens,
-                 res.total_ms)
-        if self.settings.log.include_text:
-            log.debug("completion text: %r", res.text)
-        return cut_at_markers(res.text, SPECIAL_TEXTS)
+        log.info("completion: %d prompt tokens (%d evaluated), %d generated (%s), %.0f ms "
+                 "engine", res.prompt_tokens, res.evaluated_prompt_tokens,
+                 res.generated_tokens, res.stop_reason, res.total_ms)
+        return res
 
     # -- cache warming -------------------------------------------------------------------
     def note_cursor(self, uri: str, offset: int) -> None:
@@ -491,13 +519,24 @@ class HybridLanguageServer(LanguageServer):
             return
         offset = min(self.cursor.get(uri, 0), len(text))
         generation = getattr(self.index, "generation", 0)
-        key = (current_item(text, offset), generation, self.engine is not None and
-               self.engine.restarts)
+        key = (self.cursor_item(uri, text, offset), generation,
+               self.engine is not None and self.engine.restarts)
         if not force and self._warm_keys.get(uri) == key:
             return
         self._warm_keys[uri] = key
         self.cancel_warm()
         self._warm_task = self.spawn(self._warm(uri))
+
+    def cursor_item(self, uri: str, text: str, offset: int) -> Hashable:
+        """`current_item` at `offset`, from the index's item spans when it has the file."""
+        fi = None
+        if self.index is not None:
+            try:
+                key = self.index.key_for(to_fs_path(uri) or uri)
+                fi = self.index.file(key) if key is not None else None
+            except Exception:  # the index is an optimisation
+                log.exception("index lookup for the cursor's item failed")
+        return current_item(text, offset, fi)
 
     def cancel_warm(self) -> None:
         """Stop a pending or running warm request (a real request needs the engine)."""

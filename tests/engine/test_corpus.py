@@ -10,8 +10,10 @@ from engine.data import corpus
 from engine.data.corpus import (
     DriftError,
     Pin,
+    assign_splits,
     crate_of,
     filter_files,
+    hash_split,
     normalize_crate,
     reject_reason,
     split_of,
@@ -35,23 +37,64 @@ GOOD = b"pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n"
         (b"const T: &[u8] = &[" + b"1, " * 500 + b"];\n" + GOOD, "long_line"),
         (GOOD * (corpus.MAX_FILE_BYTES // len(GOOD) + 1), "too_large"),
         (b"fn f() {}\n", "too_small"),
+        (b"static T: [u32; 4000] = [\n" + b"    1, 22, 333, 0x44,\n" * 300 + b"];\n", "table"),
     ],
 )
 def test_reject_reason(data: bytes, reason: str | None) -> None:
     assert reject_reason(data) == reason
 
 
-def test_filter_files_removes_exact_duplicates_first_wins() -> None:
+def test_vendored_paths_are_rejected() -> None:
+    assert reject_reason(GOOD, "vendor/zlib/src/lib.rs") == "vendored"
+    assert reject_reason(GOOD, "src/vendor.rs") is None
+
+
+def _rust(i: int) -> bytes:
+    return "".join(
+        f"pub struct Item{i}x{j} {{ value: u{8 * (j % 4 + 1)}, name: String }}\n"
+        f"impl Item{i}x{j} {{\n    pub fn new(value: u32) -> Self {{ todo!() }}\n"
+        f"    pub fn get_{i}_{j}(&self) -> &str {{ &self.name }}\n}}\n" for j in range(12)
+    ).encode()
+
+
+def test_filter_files_removes_exact_and_near_duplicates() -> None:
+    near = _rust(1).replace(b"todo!()", b"unimplemented!()", 1)
     sources = [
         ("a", "1.0.0", "src/lib.rs", GOOD),
         ("b", "2.0.0", "src/lib.rs", GOOD),  # same bytes in another crate
         ("b", "2.0.0", "src/gen.rs", b"// auto-generated\n" + GOOD),
-        ("b", "2.0.0", "src/x.rs", GOOD + b"// other\n"),
+        ("b", "2.0.0", "src/x.rs", _rust(1)),
+        ("b", "1.0.0", "src/x.rs", near),  # an older version's near copy
+        ("c", "1.0.0", "src/x.rs", _rust(2)),
+        ("t", "1.0.0", "src/y.rs", _rust(1) + b"// t\n"),  # a test crate's near copy
     ]
-    kept, stats = filter_files(sources)
-    assert [r.path for r, _ in kept] == ["a/1.0.0/src/lib.rs", "b/2.0.0/src/x.rs"]
-    assert stats == {"kept": 2, "duplicate": 1, "generated": 1}
+    splits = {"a": "train", "b": "train", "c": "train", "t": "test"}
+    kept, stats = filter_files(sources, splits)
+    paths = [r.path for r, _ in kept]
+    # The test copy survives; its training twins (both versions of b) go.
+    assert paths == ["a/1.0.0/src/lib.rs", "c/1.0.0/src/x.rs", "t/1.0.0/src/y.rs"]
+    assert stats == {"kept": 3, "exact_dup_within": 1, "generated": 1, "near_dup_across": 2}
+    within, st = filter_files(sources[3:5], {"b": "train"})
+    assert [r.path for r, _ in within] == ["b/2.0.0/src/x.rs"]  # the newest version wins
+    assert st == {"kept": 1, "near_dup_within": 1}
+    assert [r.split for r, _ in kept] == ["train", "train", "test"]
     assert kept[0][0].bytes == len(GOOD)
+    again, _ = filter_files(sources, splits, workers=2)
+    assert [r.path for r, _ in again] == paths
+
+
+def test_assign_splits_stratifies_large_crates() -> None:
+    sizes = {f"c{i}": 1_000 * (i % 400) for i in range(2000)}
+    sizes.update({f"big{i}": 400_000 + i for i in range(60)})
+    s = assign_splits(sizes, committed={})
+    assert s == assign_splits(dict(reversed(sizes.items())), committed={})
+    big_test = [c for c, v in s.items() if v == "test" and sizes[c] > 300_000]
+    assert len(big_test) >= 5
+    share = sum(v == "test" for v in s.values()) / len(s)
+    assert 0.04 < share < 0.06
+    # Committed lists win; unlisted crates fall back to the name hash.
+    s2 = assign_splits({"x": 1, "y": 1}, committed={"x": "test"})
+    assert s2 == {"x": "test", "y": hash_split("y")}
 
 
 def test_crate_names() -> None:
@@ -63,16 +106,19 @@ def test_crate_names() -> None:
 
 def test_split_is_stable_and_crate_level() -> None:
     names = [f"crate-{i}" for i in range(2000)]
-    first = [split_of(n) for n in names]
-    assert first == [split_of(n) for n in names]
-    # Pinned values: changing the hash would silently move test crates into training.
-    assert [split_of(n) for n in ("serde", "tokio", "syn", "regex-syntax", "anyhow")] == \
+    first = [hash_split(n) for n in names]
+    assert first == [hash_split(n) for n in names]
+    # Pinned values: changing the hash would silently move crates between splits.
+    assert [hash_split(n) for n in ("serde", "tokio", "syn", "regex-syntax", "anyhow")] == \
         ["train", "train", "train", "train", "train"]
-    assert split_of("unicode-ident") == "test" and split_of("hex") == "val"
     share = {s: first.count(s) / len(names) for s in ("train", "val", "test")}
     assert 0.03 < share["test"] < 0.07 and 0.03 < share["val"] < 0.07
-    # Spelling variants of one crate land together.
     assert split_of("Regex_Syntax") == split_of("regex-syntax")
+    # The committed lists decide for the crates they name.
+    test_crates = corpus.committed_splits()
+    assert sum(v == "test" for v in test_crates.values()) >= 50
+    assert split_of("unicode-ident") == "test" and split_of("hex") == "val"
+    assert split_of("serde") == "train" and split_of("tokio") == "train"
 
     records = [corpus.FileRecord(c, v, f"{c}/{v}/src/{f}.rs", 10, f"{c}{v}{f}")
                for c in names[:200] for v in ("1.0.0", "2.0.0") for f in ("lib", "util")]
@@ -80,6 +126,14 @@ def test_split_is_stable_and_crate_level() -> None:
     for split, recs in groups.items():
         assert all(split_of(r.crate) == split for r in recs)
     assert sum(len(v) for v in groups.values()) == len(records)
+
+
+def test_committed_test_crates_include_five_large_ones() -> None:
+    sizes = []
+    for line in corpus.SPLIT_LISTS["test"].read_text().splitlines():
+        if "#" in line and not line.startswith("#"):
+            sizes.append(float(line.split("#")[1].split()[0]))
+    assert sum(kb > 300 for kb in sizes) >= 5
 
 
 def _fake_package(root: Path, name: str, files: dict[str, bytes]) -> None:
@@ -92,17 +146,29 @@ def _fake_package(root: Path, name: str, files: dict[str, bytes]) -> None:
 
 def test_filter_and_split_stages_end_to_end(tmp_path: Path) -> None:
     _fake_package(tmp_path, "hex-0.4.3_1", {"src/lib.rs": GOOD, "src/b.rs": b"\xff" + GOOD})
-    _fake_package(tmp_path, "serde-1.0.0_1", {"src/lib.rs": GOOD + b"// s\n",
-                                              "src/de/mod.rs": GOOD + b"// d\n"})
+    _fake_package(tmp_path, "serde-1.0.0_1", {"src/lib.rs": _rust(1),
+                                              "src/de/mod.rs": _rust(2)})
     manifest = corpus.filter_corpus(tmp_path)
     recs = corpus.read_manifest(tmp_path)
     assert sorted(r.path for r in recs) == [
         "hex/0.4.3/src/lib.rs", "serde/1.0.0/src/de/mod.rs", "serde/1.0.0/src/lib.rs"]
-    assert (tmp_path / "filtered/files/serde/1.0.0/src/de/mod.rs").read_bytes() == GOOD + b"// d\n"
+    assert (tmp_path / "filtered/files/serde/1.0.0/src/de/mod.rs").read_bytes() == _rust(2)
     assert corpus.filter_corpus(tmp_path) == manifest  # resumable: second call is a no-op
     paths = corpus.split_corpus(tmp_path)
     assert paths["val"].read_text() == "hex/0.4.3/src/lib.rs\n"
     assert len(corpus.split_files("train", tmp_path)) == 2
+    packed = corpus.pack_corpus(tmp_path, threads=1)
+    import tarfile
+    with tarfile.open(packed) as tar:
+        names = tar.getnames()
+    assert "filtered/files/hex/0.4.3/src/lib.rs" in names and "split/val.txt" in names
+
+
+def test_pin_changes_reports_drift() -> None:
+    old = [Pin("librust-a-dev", "1.0-1", "aa"), Pin("librust-b-dev", "2.0-1", "bb")]
+    new = [Pin("librust-a-dev", "1.1-1", "cc"), Pin("librust-c-dev", "1.0-1", "dd")]
+    assert corpus.pin_changes(old, new) == [
+        "removed librust-b-dev 2.0-1", "changed librust-a-dev 1.0-1 -> 1.1-1", "added 1 packages"]
 
 
 def test_read_pins_and_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,6 +190,6 @@ def test_read_pins_and_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_committed_pin_list_is_well_formed() -> None:
     pins = corpus.read_pins()
-    assert 150 <= len(pins) <= 300
+    assert 1_400 <= len(pins) <= 1_700
     assert all(p.package.startswith("librust-") and len(p.sha256) == 64 for p in pins)
     assert len({p.package for p in pins}) == len(pins)
