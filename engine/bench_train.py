@@ -121,6 +121,7 @@ def bench_train(argv: Sequence[str]) -> int:
     if dist_info.world > 1:
         import torch.distributed as dist
 
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +133,10 @@ def fit_prompt(tok: Tokenizer, req: FimRequest, budget: int) -> list[int]:
         keep_pre, keep_suf = int(keep_pre * 0.9), int(keep_suf * 0.9)
 
 
+#: Builds the FIM request from (tokenizer, file text, cursor offset in characters).
+RequestBuilder = Callable[[Tokenizer, str, int], FimRequest]
+
+
 # -- the model ---------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -161,7 +165,8 @@ def complete_file(path: str | Path, line: int, col: int, *, model_path: str | Pa
                   backend: str | Backend = "auto", max_tokens: int = 64,
                   deadline: float | None = None, time_limit_s: float | None = None,
                   sampling: SamplingSettings | None = None,
-                  backend_options: dict | None = None) -> CompletionResult:
+                  backend_options: dict | None = None,
+                  make_request: RequestBuilder | None = None) -> CompletionResult:
     """Complete `path` at 1-based (line, col) with the model file `model_path`.
 
     `backend` is a name (`auto`, `torch`, `llama`; built here) or a backend already
@@ -169,7 +174,9 @@ def complete_file(path: str | Path, line: int, col: int, *, model_path: str | Pa
     counts from the end of loading, so it bounds prompt building and generation only.
     Raises CompletionInputError for a missing file or a position
     out of range (checked before the model is touched), ModelError for a model that
-    cannot be used.
+    cannot be used. `make_request(tokenizer, text, offset)` builds the FIM request with
+    workspace context (the CLI wires the indexer in); without it the prompt holds the file
+    alone.
     """
     path = Path(path)
     text = read_source(path)
@@ -187,8 +194,11 @@ def complete_file(path: str | Path, line: int, col: int, *, model_path: str | Pa
     if time_limit_s is not None:
         limit = t1 + time_limit_s
         deadline = limit if deadline is None else min(deadline, limit)
-    shown, repo = prompt_location(path)
-    req = FimRequest(path=shown, prefix=text[:offset], suffix=text[offset:], repo_name=repo)
+    if make_request is not None:
+        req = make_request(info.tokenizer, text, offset)
+    else:
+        shown, repo = prompt_location(path)
+        req = FimRequest(path=shown, prefix=text[:offset], suffix=text[offset:], repo_name=repo)
     try:
         ids = fit_prompt(info.tokenizer, req, engine.n_ctx - max_tokens - 1)
         gen = engine.generate(GenerationRequest(

@@ -67,7 +67,10 @@ class TrainConfig:
     context_share: float = 0.0         # in-memory data: share of served-context examples
     # -- model -----------------------------------------------------------------------------
     model: str = "demo"                # a name in engine.config.CONFIGS
+    model_overrides: str = ""          # ModelArgs changes, e.g. "dim=384,ffn_dim=1152,n_head=6"
     all_global: bool = False           # the comparison model: global attention + RoPE everywhere
+    init_gguf: str = ""                # start from the weights of this GGUF file
+    eval_only: bool = False            # no training: validation + test evaluation (+ export)
     init_std: float = 0.02
     # -- optimisation ----------------------------------------------------------------------
     batch_tokens: int = 2048           # tokens per optimizer step over all ranks
@@ -416,14 +419,34 @@ def resolve(cfg: TrainConfig, device: torch.device) -> tuple[str, bool]:
 def build_model(cfg: TrainConfig, vocab_size: int, device: torch.device
                 ) -> tuple[Transformer, ModelArgs]:
     """The configured model, initialised, on `device`, with the training attention."""
-    args = from_name(cfg.model, vocab_size, all_global=cfg.all_global)
+    args = from_name(cfg.model, vocab_size, all_global=cfg.all_global,
+                     **model_overrides(cfg.model_overrides))
     torch.manual_seed(cfg.seed)
     model = Transformer(args)
     model.init_weights(seed=cfg.seed, std=cfg.init_std)
+    if cfg.init_gguf:
+        from engine.gguf_io import load_gguf
+
+        loaded = load_gguf(_path(cfg.init_gguf))
+        if loaded.info.args != args:
+            raise ValueError(f"{cfg.init_gguf}: model {loaded.info.args} != configured {args}")
+        model.load_state_dict(loaded.state_dict)
     if resolve(cfg, device)[0] == "flex":
         for blk in model.layers:
             blk.attention.__class__ = FlexTrainAttention
     return model.to(device), args
+
+
+def model_overrides(text: str) -> dict[str, int | float]:
+    """`"dim=384,n_head=6"` -> {"dim": 384, "n_head": 6} (ints where they parse)."""
+    out: dict[str, int | float] = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        key, value = part.split("=", 1)
+        try:
+            out[key.strip()] = int(value)
+        except ValueError:
+            out[key.strip()] = float(value)
+    return out
 
 
 def flops_per_token(args: ModelArgs, seq_len: int) -> float:
@@ -813,6 +836,8 @@ def train(cfg: TrainConfig, *, tokenizer: Tokenizer | None = None,
     model.train()
     t_log, tok_log, flops_log = time.perf_counter(), 0, 0.0
     stopped_by_wall = False
+    if cfg.eval_only:
+        finished = True
     while step < cfg.max_steps and not finished:
         t0 = time.perf_counter()
         progress = _all_reduce(progress_at(step, cfg, train_seconds), dist_info, device, "max")
@@ -956,6 +981,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 
+        dist.barrier()
         dist.destroy_process_group()
     return 0 if summary.get("finished") else 3
 

@@ -97,17 +97,29 @@ def _positive(text: str) -> int:
     return n
 
 
+def _budget(text: str) -> int:
+    n = _positive(text)
+    if n < 1024:
+        raise argparse.ArgumentTypeError(f"expected a budget of at least 1024 tokens, got {n}")
+    return n
+
+
 def cmd_complete(args: argparse.Namespace) -> int:
     """`hybrid-lsp complete FILE:LINE:COL`: one completion from the file alone."""
     from engine.complete import CompletionInputError, ModelError, complete_file
 
     model = args.model if args.model is not None else default_model_path()
     limit = args.deadline_ms / 1e3 if args.deadline_ms else None
+    make_request = None
+    if not args.no_context:
+        from hybrid_lsp.workspace_prompt import workspace_request_builder
+
+        make_request = workspace_request_builder(Path(args.file), budget=args.budget)
     try:
         with stdout_to_stderr():
             result = complete_file(args.file, args.line, args.col, model_path=model,
                                    backend=args.backend, max_tokens=args.max_tokens,
-                                   time_limit_s=limit)
+                                   time_limit_s=limit, make_request=make_request)
     except (CompletionInputError, ModelError) as e:
         return fail(args, str(e), EXIT_BAD_INPUT)
     except Exception as e:  # a bug: the traceback goes to stderr, stdout stays one object
@@ -121,7 +133,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
             "evaluated_prompt_tokens": result.evaluated_prompt_tokens,
             "stop_reason": result.stop_reason, "load_ms": round(result.load_ms, 3),
             "model_name": result.model_name, "file": str(args.file), "line": args.line,
-            "col": args.col,
+            "col": args.col, "context_budget": None if args.no_context else args.budget,
         })
         return EXIT_OK
     out = sys.stdout
@@ -176,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=_positive, default=64, help="tokens to generate at most")
     p.add_argument("--deadline-ms", type=_positive, default=None,
                    help="stop generating after this long and return what is there")
+    p.add_argument("--budget", type=_budget, default=4096,
+                   help="context budget in tokens (>= 1024; default 4096, sized for the CPU)")
+    p.add_argument("--no-context", action="store_true",
+                   help="prompt with the file alone, without workspace context")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_complete)
 

@@ -205,6 +205,14 @@ def select_backend(name: str, model_path: str | Path, *, info: ModelInfo | None 
     `info` skips re-reading the file's metadata; `options` go to the backend's
     constructor (for example `n_ctx`, `device`, `f32_kv_cache`).
     """
+    from engine.gguf_io import read_model_info
+    from engine.prompt import check_prompt_format
+
+    if info is None:
+        info = read_model_info(model_path)
+    # Every backend is built here, so this is where a model whose prompt format this
+    # engine cannot write is refused (UnsupportedPromptFormat, one line naming the file).
+    check_prompt_format(info.prompt_format_version, str(model_path))
     concrete = resolve_backend_name(name, cuda=cuda)
     log.info("backend %s (asked for %s)", concrete, name)
     if concrete == "torch":

@@ -272,3 +272,19 @@ def test_llama_path_never_imports_torch(model_path):
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res == {"backend": "llama", "tokens": 3, "torch": []}
+
+
+@pytest.mark.parametrize("backend_name", ["torch", "llama"])
+def test_unknown_prompt_format_is_refused(tok, tmp_path, monkeypatch, backend_name):
+    import engine.prompt
+    from engine.backends import select_backend
+    from engine.prompt import UnsupportedPromptFormat
+
+    args = tiny_args(tok.vocab_size)
+    model = random_model(args, seed=2)
+    monkeypatch.setattr(engine.prompt, "PROMPT_FORMAT_VERSION", 99)
+    path = tmp_path / "future.gguf"
+    save_gguf(path, args, model.state_dict(), tok)
+    monkeypatch.undo()
+    with pytest.raises(UnsupportedPromptFormat, match=r"future\.gguf.*version 99"):
+        select_backend(backend_name, path)

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One bounded GPU run of issue 7, self-contained (docs/MODEL.md "GPU run plan").
+#
+#   bash engine/data/gpu_run.sh RUN [--key=value ...]      RUN: hybrid | global | longctx
+#
+# Inputs (carried to the device machine as the ignored folder .cache/gpu, made here by
+# `bash engine/data/gpu_bundle.sh`): corpus.tar.xz (the filtered corpus and its splits),
+# tokenizer.json, wheels/ (gguf, tree-sitter, tree-sitter-rust for Python 3.12); for
+# `longctx` also the hybrid run's GGUF parts under .cache/gpu/model/.
+# Steps, each skipped when already done on this machine: install the wheels, unpack the
+# corpus, tokenize on every core, train (resuming from the checkpoint of an earlier call),
+# evaluate, export. Each call stops training after STOP_MINUTES (default: what keeps the
+# call under the device tool's 10-minute limit) and exits 3: call it again to resume.
+# Exit 0: done; $OUT holds metrics (summary.json, log.jsonl, config.json, meta.json) and
+# the GGUF in parts of at most 16 MiB (rejoin: cat hybrid-lsp.gguf.part* > hybrid-lsp.gguf).
+set -uo pipefail
+RUN=${1:?usage: gpu_run.sh hybrid|global|longctx [--key=value ...]}
+shift
+T0=$(date +%s)
+cd "$(dirname "$0")/../.."
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-runs/gpu-out}
+mkdir -p "$OUT"
+B=.cache/gpu
+CALL_MINUTES=${CALL_MINUTES:-9.3}    # the device tool stops a command at 10 minutes
+RESERVE_MINUTES=${RESERVE_MINUTES:-2.0}  # final evaluation + export
+NPROC=${NPROC:-1}                    # GPUs (torchrun) for this run
+log() { echo "== [$(( $(date +%s) - T0 ))s] $*" >&2; }
+
+log "packages"
+if ! python3 -c "import gguf, tree_sitter, tree_sitter_rust" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site "$B"/wheels/*.whl || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD
+
+log "corpus"
+if [ ! -f .cache/corpus/filtered/.done ]; then
+  mkdir -p .cache/corpus && tar -C .cache/corpus -xJf "$B/corpus.tar.xz" || exit 1
+  touch .cache/corpus/filtered/.done
+fi
+
+log "tokens ($(nproc) cores)"
+python3 -m engine.data.tokenize --tokenizer "$B/tokenizer.json" --out .cache/tokens \
+  --workers "$(nproc)" || exit 1
+cp .cache/tokens/meta.json "$OUT/tokens-meta.json"
+
+case "$RUN" in
+  hybrid) ARGS=(gpu --out_dir=runs/gpu-hybrid --export=runs/gpu-hybrid/hybrid-lsp.gguf) ;;
+  global) ARGS=(gpu-global --out_dir=runs/gpu-global) ;;
+  longctx)
+    cat "$B"/model/hybrid-lsp.gguf.part* > /tmp/hybrid-lsp.gguf || exit 1
+    ARGS=(gpu --out_dir=runs/gpu-longctx --init_gguf=/tmp/hybrid-lsp.gguf --eval_only=true
+          --export= --test_contexts=1024,2048,4096,8192,16384,32768,65536) ;;
+  *) echo "unknown run $RUN" >&2; exit 2 ;;
+esac
+ELAPSED=$(( $(date +%s) - T0 ))
+STOP=${STOP_MINUTES:-$(python3 -c "print(max(1.0, $CALL_MINUTES - $RESERVE_MINUTES - $ELAPSED / 60))")}
+log "train ${ARGS[*]} $* (stop after $STOP min of this call)"
+if [ "$NPROC" -gt 1 ]; then
+  torchrun --standalone --nproc-per-node "$NPROC" -m engine.train "${ARGS[@]}" \
+    --tokenizer="$B/tokenizer.json" --stop_minutes="$STOP" "$@" 2>&1 | tee -a "$OUT/train.log"
+else
+  python3 -m engine.train "${ARGS[@]}" --tokenizer="$B/tokenizer.json" \
+    --stop_minutes="$STOP" "$@" 2>&1 | tee -a "$OUT/train.log"
+fi
+RC=${PIPESTATUS[0]}
+DIR=$(python3 -c "import sys; a=[x for x in sys.argv[1:] if x.startswith('--out_dir=')]; print(a[-1].split('=',1)[1])" "${ARGS[@]}" "$@")
+cp "$DIR"/log.jsonl "$DIR"/config.json "$OUT"/ 2>/dev/null
+[ -f "$DIR/summary.json" ] && cp "$DIR/summary.json" "$OUT/"
+for part in "$DIR"/*.gguf.part* "$DIR"/*.gguf.sha256; do
+  [ -f "$part" ] && cp "$part" "$OUT/"
+done
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv > "$OUT/gpu.csv" 2>/dev/null
+log "exit $RC (0 done, 3 stopped: call again to resume)"
+exit "$RC"
