@@ -165,6 +165,7 @@ BENCH_SUITES = {
     "kernels": ("kernels.bench", "main"),
     "index": ("hybrid_lsp.bench_index_cmd", "main"),
     "serve": ("hybrid_lsp.bench_serve", "bench_serve"),
+    "parity": ("engine.parity", "bench_parity"),
 }
 
 

@@ -26,6 +26,9 @@ B=.cache/gpu
 CALL_MINUTES=${CALL_MINUTES:-9.3}    # the device tool stops a command at 10 minutes
 RESERVE_MINUTES=${RESERVE_MINUTES:-2.0}  # final evaluation + export
 NPROC=${NPROC:-1}                    # GPUs (torchrun) for this run
+CORPUS=${CORPUS:-.cache/corpus}      # where the corpus is unpacked
+TOKENS=${TOKENS:-.cache/tokens}      # where the token files go
+read -r -a TOK_ARGS <<< "${TOKENIZE_ARGS:-}"  # e.g. "--epochs 8 --context-share 0.3"
 log() { echo "== [$(( $(date +%s) - T0 ))s] $*" >&2; }
 
 log "packages"
@@ -36,15 +39,15 @@ fi
 export PYTHONPATH=/tmp/site:$PWD
 
 log "corpus"
-if [ ! -f .cache/corpus/filtered/.done ]; then
-  mkdir -p .cache/corpus && tar -C .cache/corpus -xJf "$B/corpus.tar.xz" || exit 1
-  touch .cache/corpus/filtered/.done
+if [ ! -f "$CORPUS/filtered/.done" ]; then
+  mkdir -p "$CORPUS" && tar -C "$CORPUS" -xJf "$B/corpus.tar.xz" || exit 1
+  touch "$CORPUS/filtered/.done"
 fi
 
 log "tokens ($(nproc) cores)"
-python3 -m engine.data.tokenize --tokenizer "$B/tokenizer.json" --out .cache/tokens \
-  --workers "$(nproc)" || exit 1
-cp .cache/tokens/meta.json "$OUT/tokens-meta.json"
+python3 -m engine.data.tokenize --corpus "$CORPUS" --tokenizer "$B/tokenizer.json" \
+  --out "$TOKENS" --workers "$(nproc)" "${TOK_ARGS[@]}" || exit 1
+cp "$TOKENS/meta.json" "$OUT/tokens-meta.json"
 
 case "$RUN" in
   hybrid) ARGS=(gpu --out_dir=runs/gpu-hybrid --export=runs/gpu-hybrid/hybrid-lsp.gguf) ;;
@@ -60,10 +63,12 @@ STOP=${STOP_MINUTES:-$(python3 -c "print(max(1.0, $CALL_MINUTES - $RESERVE_MINUT
 log "train ${ARGS[*]} $* (stop after $STOP min of this call)"
 if [ "$NPROC" -gt 1 ]; then
   torchrun --standalone --nproc-per-node "$NPROC" -m engine.train "${ARGS[@]}" \
-    --tokenizer="$B/tokenizer.json" --stop_minutes="$STOP" "$@" 2>&1 | tee -a "$OUT/train.log"
+    --tokenizer="$B/tokenizer.json" --corpus_dir="$CORPUS" --tokens_dir="$TOKENS" \
+    --stop_minutes="$STOP" "$@" 2>&1 | tee -a "$OUT/train.log"
 else
   python3 -m engine.train "${ARGS[@]}" --tokenizer="$B/tokenizer.json" \
-    --stop_minutes="$STOP" "$@" 2>&1 | tee -a "$OUT/train.log"
+    --corpus_dir="$CORPUS" --tokens_dir="$TOKENS" --stop_minutes="$STOP" "$@" 2>&1 \
+    | tee -a "$OUT/train.log"
 fi
 RC=${PIPESTATUS[0]}
 DIR=$(python3 -c "import sys; a=[x for x in sys.argv[1:] if x.startswith('--out_dir=')]; print(a[-1].split('=',1)[1])" "${ARGS[@]}" "$@")

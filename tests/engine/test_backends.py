@@ -30,7 +30,7 @@ from engine.backends import (
     select_backend,
 )
 from engine.gguf_io import save_gguf
-from tests.engine.parity_helpers import (
+from engine.parity import (
     llama_cpp_or_skip,
     random_model,
     tiny_args,

@@ -16,8 +16,8 @@ from engine.complete import (
     prompt_location,
     read_source,
 )
+from engine.parity import tiny_tokenizer
 from engine.prompt import FimRequest, build_prompt
-from tests.engine.parity_helpers import tiny_tokenizer
 
 TEXT = "fn main() {\n    let é = \"😀\";\n}\n"
 

@@ -15,7 +15,9 @@ import torch
 
 import engine.model as model_mod
 from engine.gguf_io import build_model, load_gguf, save_gguf
-from tests.engine.parity_helpers import (
+from engine.parity import (
+    _rotate_half,
+    _textbook_rope_tables,
     llama_cpp_or_skip,
     llama_logits,
     open_llama,
@@ -83,19 +85,13 @@ def test_logits_agree_past_32k(f32_model, llm_f32):
     assert np.abs(near - ref).max() > 1e-5
 
 
-def _naive_rope_tables(n_pos, rot_dim, base):
-    inv = 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim))
-    t = torch.arange(n_pos, dtype=torch.float32)[:, None] * inv[None]
-    return torch.cos(t), torch.sin(t)
-
-
 def test_ggml_order_rope_tables_matter_far_out(f32_model, llm_f32, monkeypatch):
     """A textbook float32 RoPE table drifts from llama.cpp past 32K; ours does not."""
     model, _ = f32_model
     toks = prompt(model.args.vocab_size, 64, seed=1)
     got = llama_logits(llm_f32, toks, start=FAR)
     ours = np.abs(torch_logits(model, toks, start=FAR) - got).max()
-    monkeypatch.setattr(model_mod, "rope_tables", _naive_rope_tables)
+    monkeypatch.setattr(model_mod, "rope_tables", _textbook_rope_tables)
     naive_model = model_mod.Transformer(model.args)
     naive_model.load_state_dict(_state(model))
     naive = np.abs(torch_logits(naive_model.eval(), toks, start=FAR) - got).max()
@@ -169,14 +165,6 @@ def test_q8_0_close(llama_cpp, f32_model, tok, tmp_path):
 
 
 # -- the comparison can fail ------------------------------------------------------------
-
-def _rotate_half(x, cos, sin):
-    """NEOX / HF rotate_half layout: pairs (i, i + D/2) instead of (2i, 2i+1)."""
-    xf = x.float()
-    half = xf.shape[-1] // 2
-    x0, x1 = xf[..., :half], xf[..., half:]
-    return torch.cat((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).to(x.dtype)
-
 
 def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}

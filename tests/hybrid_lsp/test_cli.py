@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from engine.gguf_io import save_gguf
+from engine.parity import llama_cpp_or_skip, random_model, tiny_args, tiny_tokenizer
 from hybrid_lsp import cli
-from tests.engine.parity_helpers import llama_cpp_or_skip, random_model, tiny_args, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 # The checkout first on the path, whatever else the caller's PYTHONPATH holds.
