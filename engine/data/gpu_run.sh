@@ -11,8 +11,9 @@
 # corpus, tokenize on every core, train (resuming from the checkpoint of an earlier call),
 # evaluate, export. Each call stops training after STOP_MINUTES (default: what keeps the
 # call under the device tool's 10-minute limit) and exits 3: call it again to resume.
-# Exit 0: done; $OUT holds metrics (summary.json, log.jsonl, config.json, meta.json) and
-# the GGUF in parts of at most 16 MiB (rejoin: cat hybrid-lsp.gguf.part* > hybrid-lsp.gguf).
+# Exit 0: done; $OUT holds summary.json, metrics.tar.gz (log.jsonl, config.json, the
+# token files' meta, train.log, gpu.csv) and the GGUF in parts of at most 16 MiB plus its
+# sha256 (rejoin: cat hybrid-lsp.gguf.part* > hybrid-lsp.gguf): at most 8 files.
 set -uo pipefail
 RUN=${1:?usage: gpu_run.sh hybrid|global|longctx [--key=value ...]}
 shift
@@ -47,7 +48,7 @@ fi
 log "tokens ($(nproc) cores)"
 python3 -m engine.data.tokenize --corpus "$CORPUS" --tokenizer "$B/tokenizer.json" \
   --out "$TOKENS" --workers "$(nproc)" "${TOK_ARGS[@]}" || exit 1
-cp "$TOKENS/meta.json" "$OUT/tokens-meta.json"
+cp "$TOKENS/meta.json" "$OUT/tokens-meta.json"  # goes into metrics.tar.gz
 
 case "$RUN" in
   hybrid) ARGS=(gpu --out_dir=runs/gpu-hybrid --export=runs/gpu-hybrid/hybrid-lsp.gguf) ;;
@@ -72,11 +73,15 @@ else
 fi
 RC=${PIPESTATUS[0]}
 DIR=$(python3 -c "import sys; a=[x for x in sys.argv[1:] if x.startswith('--out_dir=')]; print(a[-1].split('=',1)[1])" "${ARGS[@]}" "$@")
-cp "$DIR"/log.jsonl "$DIR"/config.json "$OUT"/ 2>/dev/null
+# The device tool returns at most 8 files: summary.json, metrics.tar.gz, the GGUF parts.
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv > "$DIR/gpu.csv" 2>/dev/null
+cp "$OUT/tokens-meta.json" "$OUT/train.log" "$DIR/" 2>/dev/null
+tar -C "$DIR" -czf "$OUT/metrics.tar.gz" --ignore-failed-read log.jsonl config.json \
+  summary.json tokens-meta.json train.log gpu.csv 2>/dev/null
+rm -f "$OUT/tokens-meta.json" "$OUT/train.log"
 [ -f "$DIR/summary.json" ] && cp "$DIR/summary.json" "$OUT/"
 for part in "$DIR"/*.gguf.part* "$DIR"/*.gguf.sha256; do
   [ -f "$part" ] && cp "$part" "$OUT/"
 done
-nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv > "$OUT/gpu.csv" 2>/dev/null
 log "exit $RC (0 done, 3 stopped: call again to resume)"
 exit "$RC"
