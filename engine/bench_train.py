@@ -48,6 +48,9 @@ def _pop(argv: list[str], key: str, default: int) -> int:
 def bench_train(argv: Sequence[str]) -> int:
     """Measure and print training tokens/s and MFU of a configuration; 0 on success."""
     argv = list(argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__, file=sys.stderr)
+        return 0
     steps = _pop(argv, "bench_steps", 10)
     warmup = _pop(argv, "bench_warmup", 3)
     seq_override = _pop(argv, "bench_seq_len", 0)
@@ -116,8 +119,9 @@ def bench_train(argv: Sequence[str]) -> int:
               f"{rows_per_micro}x{seq} tokens x {grad_accum} micro-steps x {dist_info.world} "
               f"ranks per step, attention {attn}, compile {use_compile}, device {device}"
               f"{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}")
+        mfu_text = f"{mfu:.1%}" if peak else "n/a (unknown peak; --peak_tflops=...)"
         print(f"tokens/s {tps:,.0f} ({tps / dist_info.world:,.0f} per rank) | "
-              f"MFU {mfu:.1%} | step {dt / steps * 1e3:.1f} ms | peak memory {mem:.1f} GiB")
+              f"MFU {mfu_text} | step {dt / steps * 1e3:.1f} ms | peak memory {mem:.1f} GiB")
     if dist_info.world > 1:
         import torch.distributed as dist
 

@@ -166,6 +166,7 @@ BENCH_SUITES = {
     "index": ("hybrid_lsp.bench_index_cmd", "main"),
     "serve": ("hybrid_lsp.bench_serve", "bench_serve"),
     "parity": ("engine.parity", "bench_parity"),
+    "train": ("engine.bench_train", "bench_train"),
 }
 
 

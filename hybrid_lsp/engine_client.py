@@ -11,9 +11,9 @@ one child at a time:
   and returns at once; the child's late answer is dropped.
 - A child that exits (abort, segfault, CUDA fault, killed) fails its in-flight requests
   with `EngineUnavailable` and is restarted after a backoff (0.5 s doubling to 30 s;
-  reset once a child has lived 30 s). A child that misses a deadline by the grace period
-  is considered hung: it is killed and restarted. A model that cannot load is not
-  retried until the settings change (`configure`).
+  reset once a child has lived 30 s or answered a generation). A child that misses a
+  deadline by the grace period is considered hung: it is killed and restarted. A model
+  that cannot load is not retried until the settings change (`configure`).
 - Health check while idle: every `health_interval_s` with no generation in flight, a
   generation must come back within `health_timeout_s`; a child that stays silent (a
   native call that never returns) is killed and restarted. It re-sends the last prompt
@@ -334,6 +334,9 @@ class EngineClient:
                     raise EngineUnavailable(f"engine failed: {msg.message}")
                 if msg.stop_reason != "cancelled":
                     self._last_tokens = list(tokens)
+                # A child that served a request works: its death is not a crash loop, so
+                # the next restart waits the shortest backoff (R6: engine back in 10 s).
+                self._failures = 0
                 return msg
             if waiter is not None and waiter in done:
                 await self._cancel(req_id)

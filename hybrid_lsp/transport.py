@@ -254,6 +254,16 @@ class HardenedProtocol(LanguageServerProtocol):
             else:
                 self.send_error(raw["id"], METHOD_NOT_FOUND, f"Unknown method {method}")
 
+    def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None) -> None:
+        """pygls 2.1.1 keeps the future of every notification handler and generator step
+        (keyed by a fresh uuid) in `_request_futures` forever: about 1.7 KB per
+        `didChange` (found by tests/reliability R3). Drop each one when it is done."""
+        def done(future: Any) -> None:
+            if self._request_futures.get(msg_id) is future:
+                del self._request_futures[msg_id]
+            callback(future)
+        super()._execute_handler(msg_id, handler, done, args, kwargs)
+
     def _handle_response(self, msg_id, result=None, error=None) -> None:
         """pygls #621: a response to a request whose future was cancelled is dropped."""
         future = self._request_futures.get(msg_id)

@@ -8,7 +8,7 @@ transaction; cold indexing commits in batches of files from one writer (this obj
 
 SQLite settings and failure handling follow reliability-notes §4: WAL + synchronous=NORMAL
 (a cache: consistent, may lose the last commits on power loss), schema version in
-`PRAGMA user_version` (+ a record-layout fingerprint), `quick_check` at open, a corrupt or
+`PRAGMA user_version` (+ a record-layout fingerprint), `integrity_check` at open, a corrupt or
 old database moved aside and rebuilt, an unwritable cache folder -> an in-memory database.
 A database error (I/O, disk full) never escapes the public methods: it is logged, the
 transaction rolls back, and the method returns an empty answer (`reconcile` sets
@@ -203,7 +203,9 @@ class Index:
                 if problem is None:
                     self._init(conn)
                     return conn
-            except sqlite3.DatabaseError as exc:     # SQLITE_CORRUPT, SQLITE_NOTADB
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+                # SQLITE_CORRUPT, SQLITE_NOTADB; a damaged schema text can also surface as
+                # an error message that is not UTF-8 (tests/reliability R10).
                 problem = f"corrupt ({exc})"
             if conn is not None:
                 _close_quietly(conn)
@@ -221,9 +223,12 @@ class Index:
             return None                             # a new, empty file
         if version != SCHEMA_VERSION:
             return f"schema version {version}, expected {SCHEMA_VERSION}"
-        row = conn.execute("PRAGMA quick_check").fetchone()
+        # integrity_check, not quick_check: quick_check misses index entries that do not
+        # match their rows (a flipped byte in `names_path` left orphan names behind;
+        # tests/reliability R10). It costs ~10 ms on a 10 MB index.
+        row = conn.execute("PRAGMA integrity_check(1)").fetchone()
         if row is None or row[0] != "ok":
-            return f"quick_check: {row[0] if row else 'no answer'}"
+            return f"integrity_check: {row[0] if row else 'no answer'}"
         fp = conn.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
         if fp is None or fp[0] != codec.FINGERPRINT:
             return "record layout changed"
@@ -299,6 +304,7 @@ class Index:
                 fi = codec.decode(row[0])
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("unreadable index row for %s (%s)", path, exc)
+                self._mark_stale(path)
                 return None
             self._cache[path] = fi
             if len(self._cache) > FILE_CACHE_SIZE:
@@ -311,9 +317,41 @@ class Index:
             state = self._buffers.get(path)
             if state is not None and state.text is not None:
                 return state.text
-            row = self._conn.execute("SELECT text FROM contents WHERE path=?",
-                                     (path,)).fetchone()
+            try:
+                row = self._conn.execute("SELECT text FROM contents WHERE path=?",
+                                         (path,)).fetchone()
+            except sqlite3.OperationalError as exc:    # damaged text: not UTF-8
+                log.warning("unreadable index text for %s (%s)", path, exc)
+                self._mark_stale(path)
+                return None
             return row[0] if row else None
+
+    @staticmethod
+    def _damaged(exc: sqlite3.DatabaseError) -> bool:
+        """Damage integrity_check cannot see at open (bytes inside a row), found by a scan."""
+        return getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB") \
+            or str(exc).startswith("Could not decode")
+
+    def _rebuild(self, problem: str) -> None:
+        """Move the database aside and start an empty one (tests/reliability R10)."""
+        if not self.persistent:
+            raise sqlite3.DatabaseError(problem)
+        with self._lock:
+            _close_quietly(self._conn)
+            self._cache.clear()
+            self._files = None
+            self.rebuilt_reason = problem
+            self._move_aside(problem)
+            self._conn = self._open()
+
+    def _mark_stale(self, path: str) -> None:
+        """A row that cannot be read (damaged bytes) is re-parsed by the next scan
+        (tests/reliability R10); caller holds the lock."""
+        try:
+            self._conn.execute("UPDATE files SET content_hash='', mtime_ns=-1 WHERE path=?",
+                               (path,))
+        except sqlite3.Error as exc:
+            log.warning("index: cannot mark %s stale: %s", path, exc)
 
     @_guarded([])
     def items_named(self, name: str) -> list[Item]:
@@ -580,7 +618,13 @@ class Index:
         (by size+mtime, then content hash), drop what vanished. Buffers are left alone."""
         with self._scan_lock:
             try:
-                return self._reconcile(progress, cancel)
+                try:
+                    return self._reconcile(progress, cancel)
+                except sqlite3.DatabaseError as exc:
+                    if not self._damaged(exc):
+                        raise
+                    self._rebuild(f"corrupt ({exc})")
+                    return self._reconcile(progress, cancel)
             except sqlite3.Error as exc:    # I/O error, disk full: what was committed stays
                 log.warning("index scan of %s failed: %s", self.db_path, exc)
                 with self._lock:

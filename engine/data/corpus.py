@@ -667,15 +667,20 @@ def split_files(split: str, cache: Path = CACHE_DIR) -> list[Path]:
 # -- pack ----------------------------------------------------------------------------------
 
 def pack_corpus(cache: Path = CACHE_DIR, out: Path | None = None, force: bool = False,
-                threads: int = 0) -> Path:
-    """The filtered corpus (files, manifest, split lists) as one `tar.xz` for GPU runs."""
-    out = out or cache / "pack" / "corpus.tar.xz"
+                threads: int = 0, eval_only: bool = False) -> Path:
+    """The filtered corpus (files, manifest, split lists) as one `tar.xz` for GPU runs;
+    with `eval_only`, only the validation and test files (`corpus-eval.tar.xz`)."""
+    name = "corpus-eval.tar.xz" if eval_only else "corpus.tar.xz"
+    out = out or cache / "pack" / name
     if out.exists() and not force:
         print(f"pack: {out} exists (--force to redo)", file=sys.stderr)
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     members = ["filtered/files", "filtered/manifest.jsonl", "filtered/stats.json", "split"]
+    if eval_only:
+        members[0:1] = [f"filtered/files/{r.path}" for r in read_manifest(cache)
+                        if (r.split or split_of(r.crate)) in ("val", "test")]
     t0 = time.perf_counter()
     with tmp.open("wb") as f:
         tar = subprocess.Popen(["tar", "-C", str(cache), "--sort=name", "--mtime=@0",
@@ -727,6 +732,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=0, help="filter processes (0 = all cores)")
     ap.add_argument("--commit-splits", action="store_true",
                     help="split: (re)write the committed test/val crate lists")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="pack: only the val/test files (corpus-eval.tar.xz)")
     ap.add_argument("--force", action="store_true", help="redo the stage")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -746,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.stage in ("tokenizer", "all"):
             train_corpus_tokenizer(a.vocab_size, a.cache, force=a.force)
         if a.stage in ("pack", "all"):
-            pack_corpus(a.cache, force=a.force)
+            pack_corpus(a.cache, force=a.force, eval_only=a.eval_only)
     except DriftError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

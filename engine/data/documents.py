@@ -9,7 +9,8 @@ Two kinds, both built from one crate version (a "repository") at a time:
   it ends the document with `<|file_sep|>path\\n` + FIM tail + middle + `<|endoftext|>`, and
   the crate's remaining files start a new document with the same header. A document with
   no FIM file ends with `<|endoftext|>` too.
-- Served-context examples (`context_example`): the indexer's `ContextAssembler` on the
+- Served-context examples (`hybrid_lsp.train_data.RepoContext`, passed in by the caller
+  because `engine` does not import `indexer`): the indexer's `ContextAssembler` on the
   crate (in memory, as `hybrid-lsp context` does) assembles the repository part for a
   cursor in one of its files (definitions, skeletons, the repository map) within a
   random budget; the current file follows in FIM with a middle of one to a few lines.
@@ -23,10 +24,12 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from engine.prompt import ContextFile, FimRequest, build_prompt, special_token_strings
 from engine.tokenizer import Tokenizer
 
 
@@ -48,9 +51,20 @@ _MOD_RE = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;", re.M)
 
 
 def _module(path: str) -> str:
-    from indexer.parse import module_for_path
+    """Module path implied by a file's place in its crate, for ordering only.
 
-    return module_for_path(path)
+    `src/lib.rs`, `src/main.rs` -> `crate`; `src/a/b.rs`, `src/a/b/mod.rs` -> `crate::a::b`.
+    The indexer's `module_for_path` knows more (bins, tests, examples); `engine` may not
+    import it, and a rougher rule only changes the order of a few files.
+    """
+    parts = path.split("/")
+    if "src" in parts:
+        parts = parts[len(parts) - parts[::-1].index("src"):]
+    if not parts:
+        return "crate"
+    last = parts[-1].removesuffix(".rs")
+    parts = parts[:-1] if last in ("lib", "main", "mod") else [*parts[:-1], last]
+    return "::".join(["crate", *parts])
 
 
 def _resolve(base: str, kind: str, rest: str) -> str:
@@ -149,46 +163,27 @@ def eval_document(tok: Tokenizer, repo: Repo) -> list[int]:
     return out
 
 
-class RepoContext:
-    """The indexer's assembler over one crate held in memory (what the server serves)."""
+class ExampleTimeout(Exception):
+    """A served-context example took longer than its time limit."""
 
-    def __init__(self, tok: Tokenizer, repo: Repo) -> None:
-        from indexer.context import ContextAssembler
-        from indexer.items import MemoryIndex
-        from indexer.parse import parse_file
-        from indexer.tokens import TokenCounter
 
-        self.tok, self.repo = tok, repo
-        index = MemoryIndex()
-        for path, text in repo.files:
-            index.entries[path] = parse_file(path, text.encode(), crate=repo.name)
-            index.texts[path] = text
-        index.generation = 1
-        counter = TokenCounter(lambda s: len(tok.encode(s)),
-                               count_batch=lambda ts: [len(i) for i in tok.encode_batch(ts)],
-                               additive=True, name=f"train-bpe{tok.vocab_size}")
-        self.assembler = ContextAssembler(index, counter, special_token_strings(),
-                                          repo_name=repo.name)
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise ExampleTimeout in the block after `seconds` (SIGALRM; main thread only,
+    otherwise and for seconds <= 0 no limit)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    def example(self, rng: random.Random, budget: int, *, spm_rate: float = 0.5,
-                max_middle_lines: int = 4) -> list[int]:
-        """A served prompt for a random cursor + the middle (1..max_middle_lines lines)."""
-        weights = [len(t) for _, t in self.repo.files]
-        path, text = rng.choices(self.repo.files, weights=weights)[0]
-        lines = text.splitlines(keepends=True)
-        first = rng.randrange(len(lines))
-        col = rng.randint(0, len(lines[first].rstrip("\n")))
-        last = min(len(lines), first + rng.randint(1, max_middle_lines))
-        start = sum(len(x) for x in lines[:first]) + col
-        end = sum(len(x) for x in lines[:last])
-        if lines[last - 1].endswith("\n"):
-            end -= 1  # the middle stops before the last line's newline
-        end = max(end, start)
-        live = text[:start] + text[end:]
-        self.assembler.invalidate()
-        ctx = self.assembler.assemble(path, live, first, col, budget=budget)
-        req = FimRequest(path, ctx.prefix, ctx.suffix, ctx.repo_name,
-                         tuple(ContextFile(p, t) for p, t in ctx.context_files()))
-        order = "spm" if rng.random() < spm_rate else "psm"
-        return [*build_prompt(self.tok, req, order=order), *self.tok.encode(text[start:end]),
-                self.tok.eot_id]
+    def on_alarm(signum: int, frame: object) -> None:
+        raise ExampleTimeout(f"over {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+

@@ -2,12 +2,23 @@
 # Make .cache/gpu, what a GPU run carries (docs/MODEL.md "GPU run plan"): the packed
 # filtered corpus, the tokenizer and the Python 3.12 wheels the GPU image lacks.
 # Run after `python -m engine.data.corpus all --vocab-size 16384` on this machine.
+#   bash engine/data/gpu_bundle.sh                 # .cache/gpu (hybrid and global runs)
+#   bash engine/data/gpu_bundle.sh longctx DIR     # .cache/gpu-longctx, with DIR's GGUF parts
 set -euo pipefail
+MODE=${1:-train}
 cd "$(dirname "$0")/../.."
 VOCAB=${VOCAB:-16384}
-B=.cache/gpu
-mkdir -p "$B/wheels"
-cp .cache/corpus/pack/corpus.tar.xz "$B/corpus.tar.xz"
+if [ "$MODE" = longctx ]; then
+  B=.cache/gpu-longctx
+  mkdir -p "$B/wheels" "$B/model"
+  python3 -m engine.data.corpus pack --eval-only
+  cp .cache/corpus/pack/corpus-eval.tar.xz "$B/"
+  cp "${2:?directory with hybrid-lsp.gguf.part*}"/hybrid-lsp.gguf.part* "$B/model/"
+else
+  B=.cache/gpu
+  mkdir -p "$B/wheels"
+  cp .cache/corpus/pack/corpus.tar.xz "$B/corpus.tar.xz"
+fi
 cp ".cache/corpus/tokenizer-$VOCAB.json" "$B/tokenizer.json"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \

@@ -5,8 +5,9 @@
 #
 # Inputs (carried to the device machine as the ignored folder .cache/gpu, made here by
 # `bash engine/data/gpu_bundle.sh`): corpus.tar.xz (the filtered corpus and its splits),
-# tokenizer.json, wheels/ (gguf, tree-sitter, tree-sitter-rust for Python 3.12); for
-# `longctx` also the hybrid run's GGUF parts under .cache/gpu/model/.
+# tokenizer.json, wheels/ (gguf, tree-sitter, tree-sitter-rust for Python 3.12). `longctx`
+# reads BUNDLE=.cache/gpu-longctx (`gpu_bundle.sh longctx DIR`): the val/test files only
+# (corpus-eval.tar.xz), the tokenizer, the wheels and the hybrid run's GGUF parts (model/).
 # Steps, each skipped when already done on this machine: install the wheels, unpack the
 # corpus, tokenize on every core, train (resuming from the checkpoint of an earlier call),
 # evaluate, export. Each call stops training after STOP_MINUTES (default: what keeps the
@@ -23,9 +24,9 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-runs/gpu-out}
 mkdir -p "$OUT"
-B=.cache/gpu
+B=${BUNDLE:-.cache/gpu}               # longctx: .cache/gpu-longctx (gpu_bundle.sh longctx)
 CALL_MINUTES=${CALL_MINUTES:-9.3}    # the device tool stops a command at 10 minutes
-RESERVE_MINUTES=${RESERVE_MINUTES:-2.0}  # final evaluation + export
+RESERVE_MINUTES=${RESERVE_MINUTES:-3.0}  # final evaluation + export
 NPROC=${NPROC:-1}                    # GPUs (torchrun) for this run
 CORPUS=${CORPUS:-.cache/corpus}      # where the corpus is unpacked
 TOKENS=${TOKENS:-.cache/tokens}      # where the token files go
@@ -33,20 +34,22 @@ read -r -a TOK_ARGS <<< "${TOKENIZE_ARGS:-}"  # e.g. "--epochs 8 --context-share
 log() { echo "== [$(( $(date +%s) - T0 ))s] $*" >&2; }
 
 log "packages"
+export PYTHONPATH=/tmp/site:$PWD
 if ! python3 -c "import gguf, tree_sitter, tree_sitter_rust" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site "$B"/wheels/*.whl || exit 1
 fi
-export PYTHONPATH=/tmp/site:$PWD
 
 log "corpus"
 if [ ! -f "$CORPUS/filtered/.done" ]; then
-  mkdir -p "$CORPUS" && tar -C "$CORPUS" -xJf "$B/corpus.tar.xz" || exit 1
+  TAR="$B/corpus.tar.xz"; [ -f "$TAR" ] || TAR="$B/corpus-eval.tar.xz"
+  mkdir -p "$CORPUS" && tar -C "$CORPUS" -xJf "$TAR" || exit 1
   touch "$CORPUS/filtered/.done"
 fi
 
+[ "$RUN" = longctx ] && TOK_ARGS+=(--splits val,test)
 log "tokens ($(nproc) cores)"
-python3 -m engine.data.tokenize --corpus "$CORPUS" --tokenizer "$B/tokenizer.json" \
+python3 -m hybrid_lsp.train_data --corpus "$CORPUS" --tokenizer "$B/tokenizer.json" \
   --out "$TOKENS" --workers "$(nproc)" "${TOK_ARGS[@]}" || exit 1
 cp "$TOKENS/meta.json" "$OUT/tokens-meta.json"  # goes into metrics.tar.gz
 

@@ -27,20 +27,22 @@ import random
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from engine.data.documents import (
+    ExampleTimeout,
     Repo,
-    RepoContext,
     crate_document,
     eval_document,
     ordered_repo,
+    time_limit,
 )
 from engine.tokenizer import Tokenizer
 
@@ -56,6 +58,11 @@ class TokenizeConfig:
     budget_min: int = 1024         # served-context budget range (tokens)
     budget_max: int = 8192
     max_context_examples: int = 64  # per repository and epoch
+    context_file_budget: int = 4000  # and at most this / number of files (an example's
+    #                                  cost grows with the repository's size)
+    example_seconds: float = 5.0   # a slower example ends the repository's served-context
+    #                                examples (the indexer's resolver can blow up on some
+    #                                glob re-export graphs); counted as context_timeouts
     seed: int = 1337
 
 
@@ -75,11 +82,14 @@ def group_repos(corpus_dir: Path, split: str) -> list[tuple[str, str, list[str]]
 
 
 _TOK: Tokenizer | None = None
+_CONTEXT_FACTORY: ContextFactory | None = None
 
 
-def _init_worker(tokenizer_path: str) -> None:
-    global _TOK
+def _init_worker(tokenizer_path: str, context_factory: ContextFactory | None = None) -> None:
+    """Per-process state of a tokenize worker (the factory travels by reference)."""
+    global _TOK, _CONTEXT_FACTORY
     _TOK = Tokenizer.load(tokenizer_path)
+    _CONTEXT_FACTORY = context_factory
 
 
 def _load(base: str, crate: str, version: str, paths: Sequence[str]):
@@ -90,28 +100,47 @@ def _load(base: str, crate: str, version: str, paths: Sequence[str]):
     return ordered_repo(crate, version, files)
 
 
-def repo_epochs(tok: Tokenizer, repo: Repo, cfg: TokenizeConfig
+#: Builds the served-context example maker of one repository: `factory(tok, repo)` returns
+#: an object with `example(rng, budget, *, spm_rate) -> list[int]`. `engine` does not import
+#: `indexer`; the caller passes `hybrid_lsp.train_data.RepoContext` (the server's assembler).
+ContextFactory = Callable[[Tokenizer, Repo], Any]
+
+
+def repo_epochs(tok: Tokenizer, repo: Repo, cfg: TokenizeConfig,
+                context_factory: ContextFactory | None = None
                 ) -> tuple[list[list[int]], dict[str, int]]:
-    """Training token ids of one repository for each epoch, and counts by kind."""
+    """Training token ids of one repository for each epoch, and counts by kind.
+
+    Without `context_factory` no served-context examples are made (whole crates only).
+    """
     out: list[list[int]] = []
-    counts = {"crate_tokens": 0, "context_tokens": 0, "context_examples": 0}
-    ctx: RepoContext | None = None
+    counts = {"crate_tokens": 0, "context_tokens": 0, "context_examples": 0,
+              "context_timeouts": 0}
+    ctx = None
+    gave_up = context_factory is None
     for epoch in range(cfg.epochs):
         rng = random.Random(f"{cfg.seed}:{repo.name}:{repo.version}:{epoch}")
         ids = crate_document(tok, repo, rng, fim_rate=cfg.fim_rate, spm_rate=cfg.spm_rate)
         counts["crate_tokens"] += len(ids)
         share = cfg.context_share
         want = share / max(1e-9, 1 - share) * len(ids) / ((cfg.budget_min + cfg.budget_max) / 2)
-        n_ctx = min(cfg.max_context_examples, int(want) + (rng.random() < want - int(want)))
-        if n_ctx:
+        cap = min(cfg.max_context_examples, max(1, cfg.context_file_budget // len(repo.files)))
+        n_ctx = min(cap, int(want) + (rng.random() < want - int(want)))
+        if n_ctx and not gave_up:
             try:
-                ctx = ctx or RepoContext(tok, repo)
+                ctx = ctx or context_factory(tok, repo)
                 for _ in range(n_ctx):
-                    ex = ctx.example(rng, rng.randint(cfg.budget_min, cfg.budget_max),
-                                     spm_rate=cfg.spm_rate)
+                    budget = rng.randint(cfg.budget_min, cfg.budget_max)
+                    with time_limit(cfg.example_seconds):
+                        ex = ctx.example(rng, budget, spm_rate=cfg.spm_rate)
                     ids += ex
                     counts["context_tokens"] += len(ex)
                     counts["context_examples"] += 1
+            except ExampleTimeout:
+                gave_up = True
+                counts["context_timeouts"] += 1
+                print(f"tokenize: served context of {repo.name} {repo.version} took over "
+                      f"{cfg.example_seconds} s; no more for this crate", file=sys.stderr)
             except Exception as e:  # one odd crate must not stop the stage
                 print(f"tokenize: context examples of {repo.name} {repo.version} failed: "
                       f"{e!r}", file=sys.stderr)
@@ -124,7 +153,7 @@ def train_task(args: tuple) -> tuple[int, list[np.ndarray], dict[str, int]]:
     task_id, base, crate, version, paths, cfg_dict, vocab = args
     assert _TOK is not None
     repo = _load(base, crate, version, paths)
-    per_epoch, counts = repo_epochs(_TOK, repo, TokenizeConfig(**cfg_dict))
+    per_epoch, counts = repo_epochs(_TOK, repo, TokenizeConfig(**cfg_dict), _CONTEXT_FACTORY)
     dt = dtype_for(vocab)
     return task_id, [np.asarray(ids, dtype=dt) for ids in per_epoch], counts
 
@@ -136,14 +165,16 @@ def eval_task(args: tuple) -> tuple[int, np.ndarray]:
     return task_id, np.asarray(eval_document(_TOK, repo), dtype=dtype_for(vocab))
 
 
-def _pool_map(fn, tasks: list[tuple], workers: int, tokenizer: Path, desc: str) -> list:
+def _pool_map(fn, tasks: list[tuple], workers: int, tokenizer: Path, desc: str,
+              context_factory: ContextFactory | None = None) -> list:
     results = []
     if workers <= 1:
-        _init_worker(str(tokenizer))
+        _init_worker(str(tokenizer), context_factory)
         for t in tqdm(tasks, desc=desc, unit="repo", file=sys.stderr):
             results.append(fn(t))
         return results
-    with Pool(workers, initializer=_init_worker, initargs=(str(tokenizer),)) as pool:
+    with Pool(workers, initializer=_init_worker,
+              initargs=(str(tokenizer), context_factory)) as pool:
         for r in tqdm(pool.imap_unordered(fn, tasks), total=len(tasks), desc=desc,
                       unit="repo", file=sys.stderr):
             results.append(r)
@@ -156,8 +187,15 @@ def sha256_of(path: Path) -> str:
 
 def tokenize_corpus(corpus_dir: Path, tokenizer: Path, out: Path, cfg: TokenizeConfig,
                     workers: int = 0, splits: Sequence[str] = ("train", "val", "test"),
-                    force: bool = False) -> dict:
-    """Write the token files of `splits` under `out`; returns meta.json's content."""
+                    force: bool = False, context_factory: ContextFactory | None = None) -> dict:
+    """Write the token files of `splits` under `out`; returns meta.json's content.
+
+    `context_factory` makes the served-context examples (see `ContextFactory`); without
+    it the training split holds whole-crate documents only, and a warning says so.
+    """
+    if context_factory is None and cfg.context_share > 0:
+        print("tokenize: no context factory: whole crates only (run "
+              "`python -m hybrid_lsp.train_data` for served-context examples)", file=sys.stderr)
     workers = workers or os.cpu_count() or 1
     meta_path = out / "meta.json"
     tok_sha = sha256_of(tokenizer)
@@ -182,7 +220,8 @@ def tokenize_corpus(corpus_dir: Path, tokenizer: Path, out: Path, cfg: TokenizeC
         t1 = time.perf_counter()
         if split == "train":
             tasks = [(i, base, *repos[i], asdict(cfg), vocab) for i in order]
-            res = _pool_map(train_task, tasks, workers, tokenizer, f"tokenize {split}")
+            res = _pool_map(train_task, tasks, workers, tokenizer, f"tokenize {split}",
+                            context_factory)
             per_repo = {i: arrs for i, arrs, _ in res}
             counts: dict[str, int] = defaultdict(int)
             for _, _, c in res:
@@ -223,7 +262,9 @@ def tokenize_corpus(corpus_dir: Path, tokenizer: Path, out: Path, cfg: TokenizeC
     return meta
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *,
+         context_factory: ContextFactory | None = None) -> int:
+    """The stage's command line; `hybrid_lsp.train_data` calls it with the indexer's factory."""
     from engine.data.corpus import CACHE_DIR
 
     ap = argparse.ArgumentParser(prog="python -m engine.data.tokenize", description=__doc__,
@@ -239,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
     a = ap.parse_args(argv)
     cfg = TokenizeConfig(**{k: getattr(a, k) for k in asdict(defaults)})
-    tokenize_corpus(a.corpus, a.tokenizer, a.out, cfg, a.workers, a.splits.split(","), a.force)
+    tokenize_corpus(a.corpus, a.tokenizer, a.out, cfg, a.workers, a.splits.split(","), a.force,
+                    context_factory=context_factory)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -158,10 +159,13 @@ def test_filter_and_split_stages_end_to_end(tmp_path: Path) -> None:
     assert paths["val"].read_text() == "hex/0.4.3/src/lib.rs\n"
     assert len(corpus.split_files("train", tmp_path)) == 2
     packed = corpus.pack_corpus(tmp_path, threads=1)
-    import tarfile
     with tarfile.open(packed) as tar:
         names = tar.getnames()
     assert "filtered/files/hex/0.4.3/src/lib.rs" in names and "split/val.txt" in names
+    with tarfile.open(corpus.pack_corpus(tmp_path, threads=1, eval_only=True)) as tar:
+        names = tar.getnames()
+    assert "filtered/files/hex/0.4.3/src/lib.rs" in names
+    assert not any(n.startswith("filtered/files/serde") for n in names)
 
 
 def test_pin_changes_reports_drift() -> None:

@@ -12,7 +12,6 @@ import pytest
 from engine.data import corpus
 from engine.data.documents import (
     Repo,
-    RepoContext,
     crate_document,
     dependency_order,
     eval_document,
@@ -20,6 +19,7 @@ from engine.data.documents import (
 )
 from engine.data.tokenize import TokenizeConfig, tokenize_corpus
 from engine.tokenizer import Tokenizer, train_tokenizer
+from hybrid_lsp.train_data import RepoContext
 
 FILES = {
     "src/lib.rs": "pub mod shapes;\nmod util;\nuse crate::shapes::Circle;\n"
@@ -102,7 +102,8 @@ def test_tokenize_stage(tmp_path: Path, tok: Tokenizer, workers: int) -> None:
     tok_path = tmp_path / "tok.json"
     tok.save(tok_path)
     cfg = TokenizeConfig(epochs=2, context_share=0.3, budget_min=128, budget_max=256)
-    meta = tokenize_corpus(tmp_path, tok_path, tmp_path / "tokens", cfg, workers=workers)
+    meta = tokenize_corpus(tmp_path, tok_path, tmp_path / "tokens", cfg, workers=workers,
+                           context_factory=RepoContext)
     train = np.fromfile(tmp_path / "tokens/train.bin", dtype=meta["dtype"])
     assert len(train) == meta["splits"]["train"]["tokens"] == sum(
         meta["splits"]["train"]["tokens_per_epoch"])
@@ -114,9 +115,11 @@ def test_tokenize_stage(tmp_path: Path, tok: Tokenizer, workers: int) -> None:
     repo = Repo("held", "1.0.0", ())
     assert tok.decode(test.tolist()).startswith(f"<|repo_name|>{repo.name}\n<|file_sep|>")
     # Same settings: the stage is a no-op; and the result does not depend on the workers.
-    again = tokenize_corpus(tmp_path, tok_path, tmp_path / "tokens", cfg, workers=workers)
+    again = tokenize_corpus(tmp_path, tok_path, tmp_path / "tokens", cfg, workers=workers,
+                           context_factory=RepoContext)
     assert again == meta
     if workers == 2:
-        single = tokenize_corpus(tmp_path, tok_path, tmp_path / "one", cfg, workers=1)
+        single = tokenize_corpus(tmp_path, tok_path, tmp_path / "one", cfg, workers=1,
+                                 context_factory=RepoContext)
         one = np.fromfile(tmp_path / "one/train.bin", dtype=single["dtype"])
         assert np.array_equal(one, train)

@@ -161,6 +161,11 @@ def test_score_documents_matches_a_direct_sum(tok: Tokenizer, tiny_model: str) -
     assert full["bpb"] == pytest.approx(nats / nbytes / math.log(2), rel=1e-6)
     short = score_documents(model, tokens, recs, 16, nb, dev, cfg)
     assert short["bytes"] == full["bytes"]
+    # Right-padding windows to a few fixed lengths (as on CUDA) changes nothing: causal.
+    padded = score_documents(model, tokens, recs, 200, nb, dev, cfg, batch_tokens=300,
+                             pad=True)
+    assert padded["bpb"] == pytest.approx(
+        score_documents(model, tokens, recs, 200, nb, dev, cfg)["bpb"], rel=1e-6)
 
 
 def test_override_parsing() -> None:
@@ -220,3 +225,33 @@ def test_sample_docs_and_split_parts(tmp_path: Path) -> None:
     f.write_bytes(bytes(range(256)) * 10_000)
     parts = split_parts(f, 1)
     assert [p.stat().st_size for p in parts] == [2**20, 2**20, 2_560_000 - 2 * 2**20]
+
+
+def test_flex_training_attention_matches_the_model(tiny_model: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU training path's masks (FlexAttention, forward on the CPU) equal the model's."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from engine import train as train_mod
+    from engine.train import build_model, token_nats
+
+    monkeypatch.setattr(train_mod, "_FLEX", flex_attention)  # eager: no inductor in tests
+
+    dev = torch.device("cpu")
+    ref, _ = build_model(TrainConfig(model=tiny_model, attention="sdpa"), 300, dev)
+    flex, _ = build_model(TrainConfig(model=tiny_model, attention="flex"), 300, dev)
+    assert type(flex.layers[0].attention).__name__ == "FlexTrainAttention"
+    flex.load_state_dict(ref.state_dict())
+    rows = torch.randint(0, 300, (2, 33), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(token_nats(ref, rows), token_nats(flex, rows), atol=1e-5)
+
+
+def test_bench_train_prints_throughput(tiny_model: str, capsys: pytest.CaptureFixture) -> None:
+    from engine.bench_train import bench_train
+
+    rc = bench_train(["tiny", f"--model={tiny_model}", "--vocab_size=300", "--bench_steps=2",
+                      "--bench_warmup=1", "--peak_tflops=1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "tokens/s" in out and "MFU" in out and "%" in out
+    assert bench_train(["--nope=1"]) == 2
