@@ -39,6 +39,10 @@ PRIVATE_PENALTY = 0.1
 #: Names defined in more than COMMON_NAME_FILES files (`new`, `fmt`, `from`, ...).
 COMMON_NAME_PENALTY = 0.1
 COMMON_NAME_FILES = 5
+#: Names defined in more files than this add no edges at all: every file referencing them
+#: would link to every definer (`fn runner()` in 2,600 generated test files of rsass made
+#: 11M edges and a 5 s graph build), and at that spread they say nothing about relevance.
+MAX_DEFINER_FILES = 100
 # Personalisation weights (Aider gives chat and mentioned files equal weight).
 #: Weight of the file being edited in the personalisation vector.
 PERSONAL_CURRENT_FILE = 1.0
@@ -102,7 +106,7 @@ class RefGraph:
         for i, fi in enumerate(fis):
             for name in fi.references:
                 defs = definers.get(name)
-                if not defs:
+                if not defs or len(defs) > MAX_DEFINER_FILES:
                     continue
                 w = name_weight(name, len(defs))
                 k = name_id[name]

@@ -14,10 +14,19 @@ Caution: this is a syntactic approximation of rustc's resolution, good enough to
 context. Privacy is ignored, macros are not expanded, `use` declarations inside function
 bodies count for the whole file, and `std` falls back to `core`/`alloc` when a module is
 only present there (the std stub re-exports them the same way).
+
+Cost: glob imports make the scope graph cyclic (`pub use super::*;` in a child whose parent
+does `pub use child::*;`, prelude modules glob-importing each other). A lookup of
+`(module, name)` is therefore memoised: within one query every key is expanded at most
+once (a key met again while still being expanded is a cycle and contributes nothing), and
+across queries (for this index generation) every result that no cycle, depth or budget cut
+could have changed is kept. A query also has a step budget (`STEP_BUDGET` key expansions);
+past it, it gives up and answers by name, logging why.
 """
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 from collections import defaultdict
@@ -25,6 +34,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from indexer.items import FileIndex, IndexView, Item, UseDecl
+
+log = logging.getLogger(__name__)
 
 ModPath = tuple[str, ...]
 
@@ -43,8 +54,14 @@ STD_CRATES = ("std", "core", "alloc")
 SCOPE_KINDS = frozenset({
     "fn", "struct", "enum", "union", "trait", "mod", "const", "static", "type", "macro",
 })
-#: Resolution gives up after this many re-export hops (cycles are also cut by a visited set).
-MAX_HOPS = 16
+#: Resolution gives up after this many nested re-export / glob hops (cycles are cut by the
+#: per-query memo; this only bounds the recursion depth of long acyclic chains).
+MAX_HOPS = 64
+#: Key expansions (`(module, name)` lookups not already memoised) one query may make before
+#: it degrades to the by-name answer.
+STEP_BUDGET = 20_000
+#: The cross-query memo is dropped when it grows past this many keys.
+MEMO_MAX = 500_000
 
 _ROOT_NAMES = ("lib.rs", "main.rs")
 _SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -66,6 +83,23 @@ class _Target:
     module: ModPath | None = None
     items: tuple[Item, ...] = ()
     how: tuple[str, ...] = ()
+
+
+_Key = tuple[ModPath, str]
+_PENDING = _Target(how=("<pending>",))  # a key being expanded (met again: a cycle)
+_MISSING = object()
+
+
+class _Query:
+    """Per-query state: keys expanded so far (or pending), work done, cuts taken."""
+
+    __slots__ = ("cuts", "exhausted", "local", "steps")
+
+    def __init__(self) -> None:
+        self.local: dict[_Key, _Target | None] = {}
+        self.steps = 0
+        self.cuts = 0               # cycle, depth and budget cuts (results they touch are
+        self.exhausted = False      # not kept across queries unless positive)
 
 
 def crate_of(fi: FileIndex) -> str:
@@ -110,6 +144,11 @@ class Resolver:
         self._children: dict[ModPath, set[str]] = defaultdict(set)
         self._scope: dict[ModPath, dict[str, list[Item]]] = defaultdict(lambda: defaultdict(list))
         self._uses: dict[ModPath, list[UseDecl]] = defaultdict(list)
+        self._named_uses: dict[ModPath, dict[str, list[tuple[UseDecl, tuple[str, ...]]]]] = {}
+        self._glob_uses: dict[ModPath, list[UseDecl]] = {}
+        #: (module, name, at the root of a query) -> result, for this generation.
+        self._memo: dict[tuple[ModPath, str, bool], _Target | None] = {}
+        self._budget_logged: set[tuple[ModPath, str]] = set()
         self._by_name: dict[str, list[Item]] = defaultdict(list)
         self._item_module: dict[int, ModPath] = {}
         self._build_module_tree()
@@ -186,6 +225,16 @@ class Resolver:
             for u in fi.uses:
                 chain = tuple(m.name for m in inline if m.start_line < u.line <= m.end_line)
                 self._uses[(*fmod, *chain)].append(u)
+        for mod, uses in self._uses.items():
+            named: dict[str, list[tuple[UseDecl, tuple[str, ...]]]] = defaultdict(list)
+            globs = []
+            for u in uses:
+                if u.glob:
+                    globs.append(u)
+                elif (b := _use_binding(u)) is not None:
+                    named[b[0]].append((u, b[1]))
+            self._named_uses[mod] = dict(named)
+            self._glob_uses[mod] = globs
 
     # -- queries -------------------------------------------------------------------------
 
@@ -207,7 +256,14 @@ class Resolver:
     def resolve_path(self, segments: Iterable[str], from_path: str) -> Resolution | None:
         """Resolve a path written in `from_path` (e.g. `super::shapes::Circle`)."""
         segs = tuple(segments)
-        t = self._walk(self.module_of(from_path), segs, 0, set())
+        mod = self.module_of(from_path)
+        q = self._query()
+        t = self._walk(mod, segs, 0, q)
+        if q.exhausted and (t is None or not t.items) and segs:
+            self._log_budget(mod, "::".join(segs), q)
+            res = self._by_name_resolution(segs[-1], from_path, mod)
+            return None if res is None else Resolution(
+                res.items, f"{res.how} (resolution budget exceeded)", by_name=True)
         if t is None or not t.items:
             return None
         return Resolution(t.items, "; ".join(t.how) or "path " + "::".join(segs))
@@ -215,9 +271,17 @@ class Resolver:
     def resolve_name(self, name: str, from_path: str) -> Resolution | None:
         """Resolve a bare identifier used in `from_path`; `by_name=True` when only guessed."""
         mod = self.module_of(from_path)
-        t = self._lookup(mod, name, 0, set())
+        q = self._query()
+        t = self._lookup(mod, name, 0, q)
         if t is not None and t.items:
             return Resolution(t.items, "; ".join(t.how))
+        if q.exhausted:
+            self._log_budget(mod, name, q)
+        return self._by_name_resolution(name, from_path, mod, budget=q.exhausted)
+
+    def _by_name_resolution(self, name: str, from_path: str, mod: ModPath, *,
+                            budget: bool = False) -> Resolution | None:
+        """The std prelude, then any item called `name`, nearest first (by name)."""
         if name in STD_PRELUDE:
             found = self._std_item(STD_PRELUDE[name])
             if found:
@@ -230,7 +294,8 @@ class Resolver:
             return None
         crate = crate_of(self._files[from_path]) if from_path in self._files else ""
         cands.sort(key=lambda it: self._distance(it, crate, mod))
-        return Resolution(tuple(cands), "by name", by_name=True)
+        how = "by name (resolution budget exceeded)" if budget else "by name"
+        return Resolution(tuple(cands), how, by_name=True)
 
     def enum_of_variant(self, variant: Item) -> Item | None:
         """The enum that declares `variant` (same file, `parent` name)."""
@@ -244,6 +309,18 @@ class Resolver:
         return None
 
     # -- internals -----------------------------------------------------------------------
+
+    def _query(self) -> _Query:
+        if len(self._memo) > MEMO_MAX:
+            self._memo.clear()
+        return _Query()
+
+    def _log_budget(self, mod: ModPath, what: str, q: _Query) -> None:
+        key = (mod, what)
+        if key not in self._budget_logged:
+            self._budget_logged.add(key)
+            log.info("resolution of %s from %s gave up after %d steps (glob re-exports); "
+                     "answering by name", what, "::".join(mod), q.steps)
 
     def _distance(self, it: Item, crate: str, mod: ModPath) -> tuple:
         fi = self._files.get(it.path)
@@ -273,7 +350,7 @@ class Resolver:
                     out.append(e)
         return tuple(out)
 
-    def _start(self, mod: ModPath, seg: str, hops: int, seen: set) -> _Target | None:
+    def _start(self, mod: ModPath, seg: str, hops: int, q: _Query) -> _Target | None:
         """The first segment of a path, seen from module `mod`."""
         if seg in ("crate", "$crate"):
             return _Target(module=mod[:1])
@@ -281,7 +358,7 @@ class Resolver:
             return _Target(module=mod)
         if seg == "super":
             return _Target(module=mod[:-1] if len(mod) > 1 else mod)
-        t = self._lookup(mod, seg, hops, seen)
+        t = self._lookup(mod, seg, hops, q)
         if t is not None:
             return t
         if seg in self.crates:
@@ -292,10 +369,13 @@ class Resolver:
                     return _Target(module=(alt,), how=(f"{seg} as {alt}",) if alt != seg else ())
         return None
 
-    def _walk(self, mod: ModPath, segs: tuple[str, ...], hops: int, seen: set) -> _Target | None:
-        if not segs or hops > MAX_HOPS:
+    def _walk(self, mod: ModPath, segs: tuple[str, ...], hops: int, q: _Query) -> _Target | None:
+        if not segs:
             return None
-        t = self._start(mod, segs[0], hops, seen)
+        if hops > MAX_HOPS:
+            q.cuts += 1
+            return None
+        t = self._start(mod, segs[0], hops, q)
         i = 1
         while t is not None and i < len(segs):
             seg = segs[i]
@@ -304,29 +384,54 @@ class Resolver:
             if seg == "super":
                 t = _Target(module=t.module[:-1] or t.module, how=t.how)
             elif seg != "self":
-                nxt = self._lookup(t.module, seg, hops + 1, seen)
+                nxt = self._lookup(t.module, seg, hops + 1, q)
                 if nxt is None and t.module[0] in STD_CRATES:
-                    nxt = self._std_fallback(t.module, seg, hops, seen)
+                    nxt = self._std_fallback(t.module, seg, hops, q)
                 if nxt is None:
                     return None
                 t = _Target(nxt.module, nxt.items, t.how + nxt.how)
             i += 1
         return t
 
-    def _std_fallback(self, module: ModPath, seg: str, hops: int, seen: set) -> _Target | None:
+    def _std_fallback(self, module: ModPath, seg: str, hops: int, q: _Query) -> _Target | None:
         for alt in STD_CRATES:
             if alt != module[0] and alt in self.crates:
-                t = self._lookup((alt, *module[1:]), seg, hops + 1, seen)
+                t = self._lookup((alt, *module[1:]), seg, hops + 1, q)
                 if t is not None:
                     return t
         return None
 
-    def _lookup(self, mod: ModPath, name: str, hops: int, seen: set) -> _Target | None:
-        """`name` in the scope of `mod`: items, child modules, `use`s, then globs."""
+    def _lookup(self, mod: ModPath, name: str, hops: int, q: _Query) -> _Target | None:
+        """`name` in the scope of `mod`, memoised (see the module docstring)."""
+        root = hops == 0
+        hit = self._memo.get((mod, name, root), _MISSING)
+        if hit is not _MISSING:
+            return hit  # type: ignore[return-value]
         key = (mod, name)
-        if key in seen or hops > MAX_HOPS:
+        if key in q.local:
+            got = q.local[key]
+            if got is _PENDING:
+                q.cuts += 1     # a cycle: this path contributes nothing
+                return None
+            return got
+        if hops > MAX_HOPS or q.exhausted:
+            q.cuts += 1
             return None
-        seen = seen | {key}
+        q.steps += 1
+        if q.steps > STEP_BUDGET:
+            q.exhausted = True
+            q.cuts += 1
+            return None
+        q.local[key] = _PENDING
+        cuts = q.cuts
+        t = self._expand(mod, name, hops, q)
+        q.local[key] = t
+        if t is not None or q.cuts == cuts:
+            self._memo[(mod, name, root)] = t
+        return t
+
+    def _expand(self, mod: ModPath, name: str, hops: int, q: _Query) -> _Target | None:
+        """`name` in the scope of `mod`: items, child modules, `use`s, then globs."""
         items = self._scope.get(mod, {}).get(name)
         if items:
             modname = "::".join(mod)
@@ -336,29 +441,21 @@ class Resolver:
                 return _Target(items=typed, how=how or ("same module",))
         if name in self._children.get(mod, ()):
             return _Target(module=(*mod, name))
-        uses = self._uses.get(mod, ())
-        for u in uses:
-            if u.glob:
-                continue
-            b = _use_binding(u)
-            if b is None or b[0] != name:
-                continue
-            t = self._walk(mod, b[1], hops + 1, seen)
+        for u, path in self._named_uses.get(mod, {}).get(name, ()):
+            t = self._walk(mod, path, hops + 1, q)
             if t is not None:
                 kind = "pub use" if u.is_pub else "use"
                 step = f"{kind} {'::'.join(u.path)}"
                 if hops > 0:
                     step += f" in {'::'.join(mod)}"
                 return _Target(t.module, t.items, (step, *t.how))
-        for u in uses:
-            if not u.glob:
-                continue
-            base = self._walk(mod, u.path, hops + 1, seen)
+        for u in self._glob_uses.get(mod, ()):
+            base = self._walk(mod, u.path, hops + 1, q)
             if base is None:
                 continue
             step = f"glob use {'::'.join(u.path)}::*"
             if base.module is not None:
-                t = self._lookup(base.module, name, hops + 1, seen)
+                t = self._lookup(base.module, name, hops + 1, q)
                 if t is not None and (t.items or t.module):
                     return _Target(t.module, t.items, (step, *t.how))
             else:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import posixpath
+import time
+
 import pytest
 
+from indexer import resolve
 from indexer.items import MemoryIndex
 from indexer.parse import parse_file
 from indexer.resolve import Resolver, crate_of
@@ -123,3 +128,105 @@ def test_crate_names_from_paths() -> None:
     assert crate_of(FileIndex("<dep:serde-1.0.2>/src/lib.rs", "h", 0)) == "serde"
     assert crate_of(FileIndex("<std>/core/src/lib.rs", "h", 0)) == "core"
     assert crate_of(FileIndex("tool/src/main.rs", "h", 0)) == "tool"
+
+
+# -- glob re-export cycles and chains (openssl-sys, gtk4, rsass patterns) --------------------
+
+#: Far above what the memoised resolver needs (milliseconds); the unmemoised one took
+#: 10+ seconds on a single missing name in `ctx_globs`.
+GLOB_TIME_LIMIT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def globs() -> Resolver:
+    return Resolver(load_crate("ctx_globs"))
+
+
+@pytest.mark.parametrize(("path", "name", "expected", "how"), [
+    ("src/ffi/ssl.rs", "BIO_CTX", ("struct", "BIO_CTX", "src/ffi/bio.rs"), "glob use"),
+    ("src/ffi/x509.rs", "aes_new", ("fn", "aes_new", "src/ffi/aes.rs"), "glob use"),
+    ("src/ffi/aes.rs", "Button", ("struct", "Button", "src/auto/button.rs"),
+     "pub use self::button::Button"),
+    ("src/auto/button.rs", "WidgetExt", ("trait", "WidgetExt", "src/auto/widget.rs"),
+     "glob use crate::auto::traits::*"),
+    ("src/lib.rs", "Deepest", ("struct", "Deepest", "src/chain.rs"), "glob use self::c20::*"),
+    ("src/ffi/rsa.rs", "Deepest", ("struct", "Deepest", "src/chain.rs"), "glob use self::c20::*"),
+    ("src/prelude.rs", "Root", ("struct", "Root", "src/lib.rs"), "glob use crate::*"),
+])
+def test_glob_cycles_and_chains_resolve(globs: Resolver, path: str, name: str, expected: tuple,
+                                        how: str) -> None:
+    t0 = time.perf_counter()
+    res = globs.resolve_name(name, path)
+    assert time.perf_counter() - t0 < GLOB_TIME_LIMIT_S
+    assert res is not None and not res.by_name
+    assert where(res)[0] == expected
+    assert how in res.how
+
+
+def test_glob_cycles_missing_names_are_fast_from_every_module() -> None:
+    t0 = time.perf_counter()
+    r = Resolver(load_crate("ctx_globs"))
+    for path in sorted(p for p in r._file_module if p.startswith("src/")):
+        assert r.resolve_name("NoSuchThing", path) is None
+        assert r.resolve_path(("crate", "ffi", "NoSuchThing"), path) is None
+        assert r.resolve_path(("crate", "chain", "c1", "c2", "Deepest"), path) is not None
+    assert time.perf_counter() - t0 < GLOB_TIME_LIMIT_S
+
+
+def test_cycle_cut_results_are_not_memoised_as_misses() -> None:
+    # Resolving from the root first explores `a` while the root is being expanded (a cycle
+    # cut): `a`'s miss there must not be kept for a later query that reaches `a` afresh.
+    r = Resolver(_index({
+        "src/lib.rs": "mod a;\nmod b;\nmod c;\npub use a::*;\npub use b::*;\n",
+        "src/a.rs": "pub use crate::*;\n",
+        "src/b.rs": "pub struct Thing;\n",
+        "src/c.rs": "use crate::a::*;\n",
+    }))
+    assert where(r.resolve_name("Thing", "src/lib.rs")) == [("struct", "Thing", "src/b.rs")]
+    assert where(r.resolve_name("Thing", "src/c.rs")) == [("struct", "Thing", "src/b.rs")]
+    assert where(r.resolve_name("Thing", "src/a.rs")) == [("struct", "Thing", "src/b.rs")]
+    assert not r.resolve_name("Thing", "src/c.rs").by_name
+
+
+def _glob_tree(n: int) -> dict[str, str]:
+    """`n` modules in a binary tree, each `pub use super::*;` and `pub use child::*;`."""
+    files: dict[str, str] = {}
+    path = {0: "src/lib.rs"}
+    for i in range(n):
+        kids = [k for k in (2 * i + 1, 2 * i + 2) if k < n]
+        own = posixpath.dirname(path[i]) if i == 0 else path[i][:-3]
+        lines = [] if i == 0 else ["pub use super::*;"]
+        for k in kids:
+            path[k] = f"{own}/m{k}.rs"
+            lines += [f"pub mod m{k};", f"pub use m{k}::*;", f"pub use self::m{k}::*;"]
+        lines.append(f"pub struct Item{i};")
+        files[path[i]] = "\n".join(lines) + "\n"
+    return files
+
+
+def test_synthetic_200_module_glob_tree_is_fast() -> None:
+    t0 = time.perf_counter()
+    r = Resolver(_index(_glob_tree(200), crate="tree"))
+    paths = sorted(r._file_module)
+    assert len(paths) == 200
+    for p in paths:
+        assert r.resolve_name("Missing", p) is None
+    for p in paths[::17]:
+        res = r.resolve_name("Item199", p)
+        assert res is not None and not res.by_name and res.items[0].name == "Item199"
+        res = r.resolve_name("Item0", p)
+        assert res is not None and not res.by_name and res.items[0].path == "src/lib.rs"
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_step_budget_degrades_to_by_name_and_logs(monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(resolve, "STEP_BUDGET", 3)
+    r = Resolver(load_crate("ctx_globs"))
+    with caplog.at_level(logging.INFO, logger="indexer.resolve"):
+        res = r.resolve_name("Deepest", "src/ffi/rsa.rs")
+        path_res = r.resolve_path(("crate", "nope", "Deepest"), "src/ffi/rsa.rs")
+    assert res is not None and res.by_name and "budget" in res.how
+    assert where(res)[0] == ("struct", "Deepest", "src/chain.rs")
+    assert path_res is not None and path_res.by_name
+    assert any("gave up" in rec.getMessage() for rec in caplog.records)
