@@ -62,12 +62,29 @@ TENSOR_NAMES: dict[str, str] = {
     "layers.{bid}.feed_forward.down.weight": "blk.{bid}.ffn_down.weight",
 }
 
+_Q = gguf.GGMLQuantizationType
+
+#: export dtype -> (type of the 2-D weights, general.file_type). gguf-py's quantizers for
+#: Q8_0, Q5_0, Q5_1, Q4_0 and Q4_1 are bit-exact with ggml's reference quantizers (the
+#: ones llama-quantize uses without an imatrix; checked with `llama_model_quantize`, pure).
 DTYPES: dict[str, tuple[gguf.GGMLQuantizationType, int]] = {
-    "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
-    "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
-    "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
-    "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+    "f32": (_Q.F32, gguf.LlamaFileType.ALL_F32),
+    "f16": (_Q.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "bf16": (_Q.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+    "q8_0": (_Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+    "q5_1": (_Q.Q5_1, gguf.LlamaFileType.MOSTLY_Q5_1),
+    "q5_0": (_Q.Q5_0, gguf.LlamaFileType.MOSTLY_Q5_0),
+    "q4_1": (_Q.Q4_1, gguf.LlamaFileType.MOSTLY_Q4_1),
+    "q4_0": (_Q.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
 }
+
+#: The token embedding is also the output projection (tied), so the 4- and 5-bit dtypes
+#: keep it at Q8_0. llama-quantize does the same for a tied output: Q6_K where rows are a
+#: multiple of 256, Q8_0 otherwise; gguf-py cannot quantize Q6_K, so Q8_0 everywhere.
+EMBEDDING_TYPE: dict[str, gguf.GGMLQuantizationType] = {
+    "q5_1": _Q.Q8_0, "q5_0": _Q.Q8_0, "q4_1": _Q.Q8_0, "q4_0": _Q.Q8_0,
+}
+EMBEDDING_TENSOR = "token_embd.weight"
 
 
 class ExportError(ValueError):
@@ -100,22 +117,67 @@ def torch_name(gguf_tensor: str) -> str:
 
 
 def _tensor_type(name: str, arr: np.ndarray, dtype: str) -> gguf.GGMLQuantizationType:
-    """Norms (1-D) stay F32; Q8_0 needs rows that are a multiple of its block size."""
-    qtype = DTYPES[dtype][0]
+    """Norms (1-D) stay F32, the embedding follows EMBEDDING_TYPE; block types need rows
+    that are a multiple of their block size (32 for every quantized type here)."""
     if arr.ndim == 1:
-        return gguf.GGMLQuantizationType.F32
-    if qtype == gguf.GGMLQuantizationType.Q8_0:
-        block = gguf.GGML_QUANT_SIZES[qtype][0]
-        if arr.shape[-1] % block:
-            raise ExportError(
-                f"{name}: rows of {arr.shape[-1]} are not a multiple of {block} (Q8_0)")
+        return _Q.F32
+    qtype = DTYPES[dtype][0]
+    if name == EMBEDDING_TENSOR:
+        qtype = EMBEDDING_TYPE.get(dtype, qtype)
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    if arr.shape[-1] % block:
+        raise ExportError(f"{name}: rows of {arr.shape[-1]} are not a multiple of {block} "
+                          f"({qtype.name})")
     return qtype
 
 
+def tensor_types(args: ModelArgs, dtype: str) -> dict[str, gguf.GGMLQuantizationType]:
+    """The ggml type of each GGUF tensor when `args` is exported as `dtype`."""
+    if dtype not in DTYPES:
+        raise ExportError(f"Expected dtype in {sorted(DTYPES)}, got {dtype!r}")
+    return {name: _tensor_type(name, np.empty(shape, dtype=np.float32), dtype)
+            for name, shape in _gguf_shapes(args).items()}
+
+
+def export_size(args: ModelArgs, dtype: str) -> int:
+    """Bytes of tensor data in a `dtype` export of `args` (the file adds the tokenizer,
+    metadata and alignment padding): computed from the shapes, no weights needed."""
+    shapes = _gguf_shapes(args)
+    total = 0
+    for name, qtype in tensor_types(args, dtype).items():
+        block, size = gguf.GGML_QUANT_SIZES[qtype]
+        total += int(np.prod(shapes[name])) // block * size
+    return total
+
+
+def _gguf_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
+    """GGUF tensor name -> torch (numpy) shape, rows last, as `save_gguf` receives them."""
+    return {gguf_name(k): v for k, v in _param_shapes(args).items()}
+
+
+def _param_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
+    hd = args.head_dim
+    per_layer = {
+        "attn_norm.weight": (args.dim,),
+        "attention.wq.weight": (args.n_head * hd, args.dim),
+        "attention.wk.weight": (args.n_kv_head * hd, args.dim),
+        "attention.wv.weight": (args.n_kv_head * hd, args.dim),
+        "attention.wo.weight": (args.dim, args.n_head * hd),
+        "feed_forward.gate.weight": (args.ffn_dim, args.dim),
+        "feed_forward.up.weight": (args.ffn_dim, args.dim),
+        "feed_forward.down.weight": (args.dim, args.ffn_dim),
+    }
+    shapes: dict[str, tuple[int, ...]] = {
+        "tok_embeddings.weight": (args.vocab_size, args.dim), "norm.weight": (args.dim,)}
+    for i in range(args.n_layer):
+        shapes.update({f"layers.{i}.{k}": v for k, v in per_layer.items()})
+    return shapes
+
+
 def _encode(arr: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
-    if qtype == gguf.GGMLQuantizationType.F32:
+    if qtype == _Q.F32:
         return arr.astype(np.float32)
-    if qtype == gguf.GGMLQuantizationType.F16:
+    if qtype == _Q.F16:
         return arr.astype(np.float16)
     return gguf.quants.quantize(arr.astype(np.float32), qtype)
 
