@@ -116,14 +116,17 @@ def torch_name(gguf_tensor: str) -> str:
     raise KeyError(f"Unknown tensor {gguf_tensor!r} for {ARCH}")
 
 
-def _tensor_type(name: str, arr: np.ndarray, dtype: str) -> gguf.GGMLQuantizationType:
-    """Norms (1-D) stay F32, the embedding follows EMBEDDING_TYPE; block types need rows
-    that are a multiple of their block size (32 for every quantized type here)."""
+def _tensor_type(name: str, arr: np.ndarray, dtype: str,
+                 embedding_dtype: str | None = None) -> gguf.GGMLQuantizationType:
+    """Norms (1-D) stay F32; the embedding is `embedding_dtype` if given, else follows
+    EMBEDDING_TYPE; block types need rows that are a multiple of their block size (32 for
+    every quantized type here)."""
     if arr.ndim == 1:
         return _Q.F32
     qtype = DTYPES[dtype][0]
     if name == EMBEDDING_TENSOR:
-        qtype = EMBEDDING_TYPE.get(dtype, qtype)
+        qtype = (DTYPES[embedding_dtype][0] if embedding_dtype
+                 else EMBEDDING_TYPE.get(dtype, qtype))
     block = gguf.GGML_QUANT_SIZES[qtype][0]
     if arr.shape[-1] % block:
         raise ExportError(f"{name}: rows of {arr.shape[-1]} are not a multiple of {block} "
@@ -131,20 +134,26 @@ def _tensor_type(name: str, arr: np.ndarray, dtype: str) -> gguf.GGMLQuantizatio
     return qtype
 
 
-def tensor_types(args: ModelArgs, dtype: str) -> dict[str, gguf.GGMLQuantizationType]:
+def _check_dtypes(dtype: str, embedding_dtype: str | None) -> None:
+    for d in (dtype, embedding_dtype):
+        if d is not None and d not in DTYPES:
+            raise ExportError(f"Expected dtype in {sorted(DTYPES)}, got {d!r}")
+
+
+def tensor_types(args: ModelArgs, dtype: str, embedding_dtype: str | None = None,
+                 ) -> dict[str, gguf.GGMLQuantizationType]:
     """The ggml type of each GGUF tensor when `args` is exported as `dtype`."""
-    if dtype not in DTYPES:
-        raise ExportError(f"Expected dtype in {sorted(DTYPES)}, got {dtype!r}")
-    return {name: _tensor_type(name, np.empty(shape, dtype=np.float32), dtype)
+    _check_dtypes(dtype, embedding_dtype)
+    return {name: _tensor_type(name, np.empty(shape, dtype=np.float32), dtype, embedding_dtype)
             for name, shape in _gguf_shapes(args).items()}
 
 
-def export_size(args: ModelArgs, dtype: str) -> int:
+def export_size(args: ModelArgs, dtype: str, embedding_dtype: str | None = None) -> int:
     """Bytes of tensor data in a `dtype` export of `args` (the file adds the tokenizer,
     metadata and alignment padding): computed from the shapes, no weights needed."""
     shapes = _gguf_shapes(args)
     total = 0
-    for name, qtype in tensor_types(args, dtype).items():
+    for name, qtype in tensor_types(args, dtype, embedding_dtype).items():
         block, size = gguf.GGML_QUANT_SIZES[qtype]
         total += int(np.prod(shapes[name])) // block * size
     return total
@@ -184,18 +193,19 @@ def _encode(arr: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
 
 def save_gguf(
     path: str | Path, args: ModelArgs, state_dict: dict[str, torch.Tensor], tokenizer: Tokenizer,
-    *, dtype: str = "f32", name: str = "hybrid-lsp", demo: bool = False,
-    extra_metadata: dict[str, str] | None = None,
+    *, dtype: str = "f32", embedding_dtype: str | None = None, name: str = "hybrid-lsp",
+    demo: bool = False, extra_metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write the model, its tokenizer and its prompt-format version to one GGUF file.
 
+    `embedding_dtype` overrides the token embedding's type (by default Q8_0 for the 4- and
+    5-bit dtypes, see EMBEDDING_TYPE; `general.file_type` follows `dtype`).
     Refuses what `cohere2` cannot express (ExportError). The file is written to a
     temporary name and renamed, so a crash never leaves a half-written model behind.
     """
     from engine.prompt import PROMPT_FORMAT_VERSION
 
-    if dtype not in DTYPES:
-        raise ExportError(f"Expected dtype in {sorted(DTYPES)}, got {dtype!r}")
+    _check_dtypes(dtype, embedding_dtype)
     problems = args.gguf_problems()
     if tokenizer.vocab_size != args.vocab_size:
         problems.append(f"tokenizer has {tokenizer.vocab_size} tokens, model {args.vocab_size}")
@@ -234,7 +244,7 @@ def save_gguf(
     tokenizer.add_to_gguf(w)
     for tname in sorted(got, key=_tensor_order):
         arr = got[tname].detach().float().cpu().numpy()
-        qtype = _tensor_type(tname, arr, dtype)
+        qtype = _tensor_type(tname, arr, dtype, embedding_dtype)
         w.add_tensor(tname, _encode(arr, qtype), raw_dtype=qtype)
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -152,6 +152,10 @@ def test_named_config_sizes():
         sizes = [export_size(args, d) for d in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16")]
         assert sizes == sorted(sizes)
     assert 33.5e6 < export_size(base, "q5_0") < 34e6 < export_size(base, "q8_0")
+    # With the embedding at 5 bits too (embedding_dtype), base q5_0 is under 31 MB.
+    assert 30.5e6 < export_size(base, "q5_0", "q5_0") < 31e6
+    assert tensor_types(base, "q5_0", "q5_0")["token_embd.weight"] == Q.Q5_0
+    assert tensor_types(base, "q5_0", "f16")["token_embd.weight"] == Q.F16
 
 
 # -- llama.cpp ----------------------------------------------------------------------------
