@@ -302,11 +302,14 @@ class ContextAssembler:
         counts the skeleton lines of the workspace files it changed (one tokenizer batch)."""
         gen = self.index.generation
         if self._generation != gen or self._resolver is None or self._graph is None:
-            self._resolver = Resolver(self.index)
-            self._graph = RefGraph.from_index(self.index)
+            # One read of every file record per generation, shared by the three builders
+            # (the store's record cache is far smaller than a big workspace).
+            snap = _Snapshot(self.index)
+            self._resolver = Resolver(snap)
+            self._graph = RefGraph(snap.records.values(), gen)
             self._generation = gen
             self.mapper.warm(fi for p in self._graph.paths
-                             if (fi := self.index.file(p)) is not None)
+                             if (fi := snap.records.get(p)) is not None)
         return self._resolver, self._graph
 
     def _source(self, fi: FileIndex) -> bytes:
@@ -514,6 +517,32 @@ class ContextAssembler:
                 return Chunk(it.path, text, c.kind, c.reason, n, round(c.score, 6),
                              "" if c.kind == "recent" else it.name, fi.content_hash)
         return None
+
+
+class _Snapshot:
+    """The index's file records read once (an `IndexView` for building one generation)."""
+
+    def __init__(self, index: IndexView) -> None:
+        self.generation = index.generation
+        self._index = index
+        self._paths = index.files()
+        self.records: dict[str, FileIndex] = {}
+        for p in self._paths:
+            fi = index.file(p)
+            if fi is not None:
+                self.records[p] = fi
+
+    def files(self) -> list[str]:
+        return list(self._paths)
+
+    def file(self, path: str) -> FileIndex | None:
+        return self.records.get(path)
+
+    def text(self, path: str) -> str | None:
+        return self._index.text(path)
+
+    def items_named(self, name: str) -> list[Item]:
+        return self._index.items_named(name)
 
 
 def assemble_context(

@@ -18,7 +18,6 @@ dependencies come in through name resolution instead.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -92,35 +91,9 @@ class RefGraph:
         fis = sorted((fi for fi in files if not fi.read_only), key=lambda fi: fi.path)
         self.paths: list[str] = [fi.path for fi in fis]
         self.node: dict[str, int] = {p: i for i, p in enumerate(self.paths)}
-        definers: dict[str, set[int]] = defaultdict(set)
-        for i, fi in enumerate(fis):
-            for it in fi.items:
-                if it.kind in DEF_KINDS:
-                    definers[it.name].add(i)
-        self.names: list[str] = sorted(definers)
-        name_id = {n: k for k, n in enumerate(self.names)}
-        src: list[int] = []
-        dst: list[int] = []
-        ident: list[int] = []
-        weight: list[float] = []
-        for i, fi in enumerate(fis):
-            for name in fi.references:
-                defs = definers.get(name)
-                if not defs or len(defs) > MAX_DEFINER_FILES:
-                    continue
-                w = name_weight(name, len(defs))
-                k = name_id[name]
-                for j in sorted(defs):
-                    if j != i:
-                        src.append(i)
-                        dst.append(j)
-                        ident.append(k)
-                        weight.append(w)
+        src, dst, ident, weight, self.names, name_id = _edges(fis)
         n = len(self.paths)
-        self.src = np.asarray(src, dtype=np.int64)
-        self.dst = np.asarray(dst, dtype=np.int64)
-        self.ident = np.asarray(ident, dtype=np.int64)
-        self.weight = np.asarray(weight, dtype=np.float64)
+        self.src, self.dst, self.ident, self.weight = src, dst, ident, weight
         self.out_weight = np.bincount(self.src, weights=self.weight, minlength=n)
         w = sparse.csr_matrix((self.weight, (self.src, self.dst)), shape=(n, n))
         inv = np.divide(1.0, self.out_weight, out=np.zeros(n), where=self.out_weight > 0)
@@ -214,6 +187,55 @@ class RefGraph:
         """PageRank by path (for reports and tests)."""
         return dict(zip(self.paths, (float(v) for v in self.pagerank(personalization)),
                         strict=True))
+
+
+def _edges(fis: list[FileIndex]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                           list[str], dict[str, int]]:
+    """(src, dst, identifier, weight) of every edge, and the sorted defined names with their
+    ids. Edges come in the order of a plain loop (referencing file, its references in order,
+    defining files ascending), built with array operations: a big workspace has 10M+ edges."""
+    def_name: list[str] = []
+    def_file: list[int] = []
+    for i, fi in enumerate(fis):
+        own = {it.name for it in fi.items if it.kind in DEF_KINDS}
+        def_name.extend(own)
+        def_file.extend([i] * len(own))
+    names = sorted(set(def_name))
+    name_id = {nm: k for k, nm in enumerate(names)}
+    dn = np.fromiter(map(name_id.__getitem__, def_name), dtype=np.int64, count=len(def_name))
+    df = np.asarray(def_file, dtype=np.int64)
+    order = np.lexsort((df, dn))            # by name, then defining file
+    df = df[order]
+    n_def = np.bincount(dn, minlength=len(names))
+    first = np.concatenate(([0], np.cumsum(n_def)[:-1])).astype(np.int64)
+    # Referencing file and identifier of every reference to a defined name, in file order.
+    ref_k: list[int] = []
+    ref_i: list[int] = []
+    get = name_id.get
+    for i, fi in enumerate(fis):
+        ks = [k for k in map(get, fi.references) if k is not None]
+        ref_k.extend(ks)
+        ref_i.extend([i] * len(ks))
+    rk = np.asarray(ref_k, dtype=np.int64)
+    ri = np.asarray(ref_i, dtype=np.int64)
+    keep = n_def[rk] <= MAX_DEFINER_FILES
+    rk, ri = rk[keep], ri[keep]
+    # Expand each reference into one edge per defining file of its name.
+    reps = n_def[rk]
+    total = int(reps.sum())
+    ref_of = np.repeat(np.arange(len(rk), dtype=np.int64), reps)
+    starts = np.cumsum(reps) - reps
+    within = np.arange(total, dtype=np.int64) - np.repeat(starts, reps)
+    src = ri[ref_of]
+    dst = df[first[rk][ref_of] + within]
+    ident = rk[ref_of]
+    loop = src != dst
+    src, dst, ident = src[loop], dst[loop], ident[loop]
+    used = np.unique(ident)
+    w_of = np.zeros(len(names), dtype=np.float64)
+    for k in used.tolist():
+        w_of[k] = name_weight(names[k], int(n_def[k]))
+    return src, dst, ident, w_of[ident], names, name_id
 
 
 def personalization_for(current: str, definition_files: Iterable[str]) -> dict[str, float]:

@@ -129,10 +129,24 @@ class TokenCounter:
                 self._texts.update(zip(miss, self.count_batch(miss), strict=True))
                 self.tokenized += len(miss)
             return [self(t) for t in texts]
-        miss = sorted({p for t in texts for p in line_pieces(t) if p not in self._lines})
+        # Counts are summed from a local map, not re-read from the cache afterwards: a batch
+        # larger than the cache would otherwise clear it and recount every text one by one.
+        pieces = [line_pieces(t) for t in texts]
+        get = self._lines.get
+        known: dict[str, int] = {}
+        miss: set[str] = set()
+        for ps in pieces:
+            for p in ps:
+                if p not in known:
+                    n = get(p)
+                    if n is None:
+                        miss.add(p)
+                    else:
+                        known[p] = n
         if miss:
-            self._count_lines(miss)
-        return [self(t) for t in texts]
+            todo = sorted(miss)
+            known.update(zip(todo, self._count_lines(todo), strict=True))
+        return [sum(map(known.__getitem__, ps)) for ps in pieces]
 
     def _count_lines(self, lines: Sequence[str]) -> list[int]:
         """Counts of line pieces not cached yet (cached afterwards), via word pieces."""
