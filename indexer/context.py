@@ -34,6 +34,7 @@ counts that needed the tokenizer are also kept in the index's token-count cache
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import math
@@ -216,6 +217,7 @@ class ContextAssembler:
         self._generation: int | None = None
         self._resolver: Resolver | None = None
         self._graph: RefGraph | None = None
+        self._snapshot: _Snapshot | None = None
         self._bytes: dict[tuple[str, str], bytes] = {}
         self._cuts: dict[tuple[str, str], list[int]] = {}
         self._repo: _RepoPart | None = None
@@ -304,12 +306,27 @@ class ContextAssembler:
         if self._generation != gen or self._resolver is None or self._graph is None:
             # One read of every file record per generation, shared by the three builders
             # (the store's record cache is far smaller than a big workspace).
-            snap = _Snapshot(self.index)
-            self._resolver = Resolver(snap)
-            self._graph = RefGraph(snap.records.values(), gen)
-            self._generation = gen
-            self.mapper.warm(fi for p in self._graph.paths
-                             if (fi := snap.records.get(p)) is not None)
+            # The builders allocate millions of small acyclic objects: with the cyclic
+            # collector on, its full passes over them took a large share of the build
+            # (nothing they build is cyclic; refcounting frees the last generation's).
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                snap = _Snapshot(self.index, self._snapshot)
+                self._resolver = Resolver(snap)
+                self._graph = RefGraph(snap.records.values(), gen)
+                self._generation = gen
+                self._snapshot = snap
+                # The map reads file records of this generation from the snapshot too.
+                self.mapper.index = snap
+                self.mapper.warm(fi for p in self._graph.paths
+                                 if (fi := snap.records.get(p)) is not None)
+            finally:
+                # Leave the long-lived records out of later collections (a full pass over
+                # them, on the first request after the build, took over a second).
+                gc.freeze()
+                if was_enabled:
+                    gc.enable()
         return self._resolver, self._graph
 
     def _source(self, fi: FileIndex) -> bytes:
@@ -520,15 +537,24 @@ class ContextAssembler:
 
 
 class _Snapshot:
-    """The index's file records read once (an `IndexView` for building one generation)."""
+    """The index's file records of one generation, each read once (an `IndexView`).
 
-    def __init__(self, index: IndexView) -> None:
+    When the index can list its content hashes (`content_hashes()`: path -> hash, without
+    decoding records), records of files whose hash is unchanged since `previous` are
+    reused instead of read again."""
+
+    def __init__(self, index: IndexView, previous: _Snapshot | None = None) -> None:
         self.generation = index.generation
         self._index = index
         self._paths = index.files()
         self.records: dict[str, FileIndex] = {}
+        listing = getattr(index, "content_hashes", None)
+        hashes: Mapping[str, str] = listing() if previous is not None and listing else {}
+        old = previous.records if previous is not None else {}
         for p in self._paths:
-            fi = index.file(p)
+            prev = old.get(p)
+            fi = prev if prev is not None and hashes.get(p) == prev.content_hash else (
+                index.file(p))
             if fi is not None:
                 self.records[p] = fi
 

@@ -52,6 +52,8 @@ DAMPING = 0.85
 #: Convergence: L1 change per node, and an iteration cap (networkx's defaults).
 TOLERANCE = 1e-6
 MAX_ITERATIONS = 100
+#: PageRank vectors kept per graph, by personalisation (oldest dropped first).
+PAGERANK_CACHE = 8
 #: Item kinds that count as definitions of their name (variants, fields and modules come
 #: along with their enum, struct or file: `Shape::Circle` should lead to `struct Circle`).
 DEF_KINDS = frozenset({
@@ -91,7 +93,7 @@ class RefGraph:
         fis = sorted((fi for fi in files if not fi.read_only), key=lambda fi: fi.path)
         self.paths: list[str] = [fi.path for fi in fis]
         self.node: dict[str, int] = {p: i for i, p in enumerate(self.paths)}
-        src, dst, ident, weight, self.names, name_id = _edges(fis)
+        src, dst, ident, weight, self.names, name_id, pairs, pair_of_edge = _edges(fis)
         n = len(self.paths)
         self.src, self.dst, self.ident, self.weight = src, dst, ident, weight
         self.out_weight = np.bincount(self.src, weights=self.weight, minlength=n)
@@ -102,8 +104,7 @@ class RefGraph:
         self._dangling = self.out_weight == 0
         # One id per (definer, identifier) pair, to sum the spread rank of each pair.
         n_names = max(1, len(self.names))
-        pair_key = self.dst * n_names + self.ident
-        self._pairs, self._pair_of_edge = np.unique(pair_key, return_inverse=True)
+        self._pairs, self._pair_of_edge = pairs, pair_of_edge
         self._pair_dst = self._pairs // n_names
         self._pair_ident = self._pairs % n_names
         # Per request, a pair's rank is sum over its edges of rank[src] * w / out[src]; the
@@ -114,6 +115,7 @@ class RefGraph:
         self._src_ident = sparse.csc_matrix((self.weight, (self.src, self.ident)),
                                             shape=(n, n_names))
         self.name_id = name_id
+        self._ranks: dict[tuple[tuple[str, float], ...], np.ndarray] = {}
 
     @classmethod
     def from_index(cls, index: IndexView) -> RefGraph:
@@ -125,7 +127,21 @@ class RefGraph:
         return len(self.paths)
 
     def pagerank(self, personalization: Mapping[str, float]) -> np.ndarray:
-        """Personalised PageRank of every file (uniform when no personal file is a node)."""
+        """Personalised PageRank of every file (uniform when no personal file is a node).
+
+        The last PAGERANK_CACHE results are kept by personalisation (cursors moving between
+        items of one file usually give the same one); callers must not modify them."""
+        key = tuple(sorted(personalization.items()))
+        got = self._ranks.get(key)
+        if got is None:
+            got = self._pagerank(personalization)
+            got.flags.writeable = False
+            if len(self._ranks) >= PAGERANK_CACHE:
+                self._ranks.pop(next(iter(self._ranks)))
+            self._ranks[key] = got
+        return got
+
+    def _pagerank(self, personalization: Mapping[str, float]) -> np.ndarray:
         n = len(self.paths)
         if n == 0:
             return np.zeros(0)
@@ -175,9 +191,17 @@ class RefGraph:
         if ids:
             totals = np.where(np.isin(ident, ids), totals * MENTIONED_BOOST, totals)
         # Paths and names are sorted, so node and name ids order ties by path, then name.
-        order = np.lexsort((ident, dst, -np.round(totals, 12)))
-        if limit is not None:
-            order = order[:limit]
+        key = -np.round(totals, 12)
+        if limit is not None and limit < len(key):
+            # Sort only the pairs that can make the first `limit`: those at or better than
+            # the limit-th key (ties at the boundary included, so the order is the same).
+            kth = np.partition(key, max(limit, 1) - 1)[max(limit, 1) - 1]
+            cand = np.flatnonzero(key <= kth)
+            order = cand[np.lexsort((ident[cand], dst[cand], key[cand]))][:limit]
+        else:
+            order = np.lexsort((ident, dst, key))
+            if limit is not None:
+                order = order[:limit]
         paths, names = self.paths, self.names
         for d, i, t in zip(dst[order].tolist(), ident[order].tolist(), totals[order].tolist(),
                            strict=True):
@@ -190,10 +214,13 @@ class RefGraph:
 
 
 def _edges(fis: list[FileIndex]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                           list[str], dict[str, int]]:
-    """(src, dst, identifier, weight) of every edge, and the sorted defined names with their
-    ids. Edges come in the order of a plain loop (referencing file, its references in order,
-    defining files ascending), built with array operations: a big workspace has 10M+ edges."""
+                                           list[str], dict[str, int], np.ndarray, np.ndarray]:
+    """(src, dst, identifier, weight) of every edge, the sorted defined names with their ids,
+    and the (definer, identifier) pairs: their keys `definer * len(names) + identifier`
+    ascending, and each edge's pair index (what `np.unique(keys, return_inverse=True)` gives,
+    without sorting the edges). Edges come in the order of a plain loop (referencing file, its
+    references in order, defining files ascending), built with array operations: a big
+    workspace has 10M+ edges."""
     def_name: list[str] = []
     def_file: list[int] = []
     for i, fi in enumerate(fis):
@@ -205,7 +232,11 @@ def _edges(fis: list[FileIndex]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     dn = np.fromiter(map(name_id.__getitem__, def_name), dtype=np.int64, count=len(def_name))
     df = np.asarray(def_file, dtype=np.int64)
     order = np.lexsort((df, dn))            # by name, then defining file
-    df = df[order]
+    df, dn = df[order], dn[order]
+    # Each definition's position when ordered by defining file, then name (pair key order).
+    by_file = np.lexsort((dn, df))
+    key_rank = np.empty(len(by_file), dtype=np.int64)
+    key_rank[by_file] = np.arange(len(by_file), dtype=np.int64)
     n_def = np.bincount(dn, minlength=len(names))
     first = np.concatenate(([0], np.cumsum(n_def)[:-1])).astype(np.int64)
     # Referencing file and identifier of every reference to a defined name, in file order.
@@ -227,15 +258,22 @@ def _edges(fis: list[FileIndex]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     starts = np.cumsum(reps) - reps
     within = np.arange(total, dtype=np.int64) - np.repeat(starts, reps)
     src = ri[ref_of]
-    dst = df[first[rk][ref_of] + within]
+    defpos = first[rk][ref_of] + within
+    dst = df[defpos]
     ident = rk[ref_of]
     loop = src != dst
-    src, dst, ident = src[loop], dst[loop], ident[loop]
-    used = np.unique(ident)
+    src, dst, ident, defpos = src[loop], dst[loop], ident[loop], defpos[loop]
+    # Pairs with at least one edge, in key order, and each edge's index among them.
+    edge_key = key_rank[defpos]
+    has = np.bincount(edge_key, minlength=len(by_file)) > 0
+    pair_of_edge = (np.cumsum(has) - 1)[edge_key]
+    kept = by_file[has]
+    pairs = df[kept] * max(1, len(names)) + dn[kept]
+    used = np.flatnonzero(np.bincount(ident, minlength=len(names)))
     w_of = np.zeros(len(names), dtype=np.float64)
     for k in used.tolist():
         w_of[k] = name_weight(names[k], int(n_def[k]))
-    return src, dst, ident, w_of[ident], names, name_id
+    return src, dst, ident, w_of[ident], names, name_id, pairs, pair_of_edge
 
 
 def personalization_for(current: str, definition_files: Iterable[str]) -> dict[str, float]:

@@ -90,15 +90,32 @@ class RepoMapper:
         key = (fi.path, fi.content_hash)
         v = self._files.get(key)
         if v is None:
-            if len(self._files) > FILE_CACHE_MAX:
-                self._files.clear()
-            v = self._files[key] = _FileVersion(FileSkeleton(fi), 2 + self.tokens(fi.path))
+            v = self._put(fi, _FileVersion(FileSkeleton(fi), 2 + self.tokens(fi.path)))
+        return v
+
+    def _put(self, fi: FileIndex, v: _FileVersion) -> _FileVersion:
+        if len(self._files) > FILE_CACHE_MAX:
+            self._files.clear()
+        self._files[(fi.path, fi.content_hash)] = v
         return v
 
     def warm(self, files: Iterable[FileIndex]) -> int:
         """Token estimates of every skeleton node of `files` not seen yet, counted in one
         tokenizer batch; returns how many file versions were new."""
-        todo = [v for fi in files if (v := self._version(fi)).costs is None]
+        todo: list[_FileVersion] = []
+        new: list[tuple[FileIndex, FileSkeleton]] = []
+        for fi in files:
+            v = self._files.get((fi.path, fi.content_hash))
+            if v is None:
+                new.append((fi, FileSkeleton(fi)))
+            elif v.costs is None:
+                todo.append(v)
+        # New versions' path headers go into the same batch (one tokenizer call, not one
+        # per file).
+        heads = iter(self.tokens.count_many([fi.path for fi, _ in new]))
+        for fi, sk in new:
+            v = self._put(fi, _FileVersion(sk, 2 + next(heads)))
+            todo.append(v)
         texts = [_node_text(v.sk, i) for v in todo for i in range(len(v.sk.nodes))]
         counts = iter(self.tokens.count_many(texts))
         for v in todo:

@@ -250,3 +250,50 @@ def test_match_enums_reads_arm_paths_and_prelude_variants() -> None:
            "match o { Some(x) => x, None => 0 }"
     segs = [s for s, _ in match_enums(code, it)]
     assert segs == [("Kind",), ("m", "Other"), ("Some",), ("None",)]
+
+
+class _HashedIndex:
+    """A MemoryIndex that can list its content hashes, counting record reads."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.reads: list[str] = []
+
+    @property
+    def generation(self) -> int:
+        return self.inner.generation
+
+    def files(self) -> list[str]:
+        return self.inner.files()
+
+    def file(self, path: str):
+        self.reads.append(path)
+        return self.inner.file(path)
+
+    def text(self, path: str):
+        return self.inner.text(path)
+
+    def items_named(self, name: str):
+        return self.inner.items_named(name)
+
+    def content_hashes(self) -> dict[str, str]:
+        return {p: fi.content_hash for p, fi in self.inner.entries.items()}
+
+
+def test_new_generation_rereads_only_changed_records_and_gives_the_same_context() -> None:
+    index = _HashedIndex(load_crate("ctx_geo"))
+    path = "src/render.rs"
+    pos = cursor_at(index.inner, path, "to_feet(unit)")
+    asm = ContextAssembler(index, count_words, SPECIAL, repo_name="geo")
+    asm.assemble(path, index.text(path), *pos, budget=4000)
+    units = index.text("src/units.rs").replace("3.28084", "3.2808399")
+    index.inner.put(parse_file("src/units.rs", units.encode(), crate="geo"), units)
+    index.reads.clear()
+    again = asm.assemble(path, index.text(path), *pos, budget=4000)
+    # The generation build read the changed record only (requests read their own files).
+    requested = {path} | {c.path for c in again.chunks}
+    assert "src/units.rs" in index.reads
+    assert set(index.reads) - requested <= {"src/units.rs"}, index.reads
+    fresh = ContextAssembler(index.inner, count_words, SPECIAL, repo_name="geo")
+    assert again.prompt_text() == fresh.assemble(path, index.text(path), *pos,
+                                                 budget=4000).prompt_text()

@@ -10,6 +10,7 @@ from indexer.rank import (
     COMMON_NAME_PENALTY,
     DAMPING,
     LONG_NAME_BOOST,
+    MAX_DEFINER_FILES,
     PRIVATE_PENALTY,
     RefGraph,
     name_weight,
@@ -95,3 +96,69 @@ def test_fixture_crate_ranks_shapes_mod_first(current: str) -> None:
     others = sorted((r, p) for p, r in ranks.items() if p != current)
     assert others[-1][1] == "src/shapes/mod.rs"   # Shape and Area: used by every file
     assert g.ranked_definitions({current: 1.0}) == g.ranked_definitions({current: 1.0})
+
+
+def _plain_edges(files: list[FileIndex]) -> list[tuple[int, int, int, float]]:
+    """The graph's edges built the straightforward way (the vectorised build's reference)."""
+    fis = sorted((f for f in files if not f.read_only), key=lambda f: f.path)
+    definers: dict[str, set[int]] = {}
+    for i, f in enumerate(fis):
+        for it in f.items:
+            definers.setdefault(it.name, set()).add(i)
+    names = sorted(definers)
+    out = []
+    for i, f in enumerate(fis):
+        for name in f.references:
+            defs = definers.get(name)
+            if not defs or len(defs) > MAX_DEFINER_FILES:
+                continue
+            out += [(i, j, names.index(name), name_weight(name, len(defs)))
+                    for j in sorted(defs) if j != i]
+    return out
+
+
+def _random_files(seed: int, n: int = 40) -> list[FileIndex]:
+    import random
+    rng = random.Random(seed)
+    pool = [f"name_{k}" if k % 3 else f"N{k}" for k in range(30)] + ["new", "_x"]
+    files = []
+    for k in range(n):
+        defines = tuple(sorted(set(rng.sample(pool, rng.randrange(0, 4)))))
+        refs = tuple(sorted(set(rng.sample(pool, rng.randrange(0, 8)))))
+        files.append(fi(f"f{k:02}.rs", defines, refs, read_only=rng.random() < 0.1))
+    # Names defined in more than MAX_DEFINER_FILES files add no edges.
+    files += [fi(f"many/{k:03}.rs", ("runner",), ("runner", "name_1"))
+              for k in range(MAX_DEFINER_FILES + 1)]
+    return files
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_graph_build_matches_the_plain_loop(seed: int) -> None:
+    files = _random_files(seed)
+    g = RefGraph(files)
+    got = list(zip(g.src.tolist(), g.dst.tolist(), g.ident.tolist(), g.weight.tolist(),
+                   strict=True))
+    assert got == _plain_edges(files)
+    # Pairs: what np.unique over the (definer, identifier) keys gives.
+    keys = g.dst * max(1, len(g.names)) + g.ident
+    pairs, inverse = np.unique(keys, return_inverse=True)
+    assert np.array_equal(g._pairs, pairs)
+    assert np.array_equal(g._pair_of_edge, inverse.ravel())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_limit_ranking_equals_the_full_sort(seed: int) -> None:
+    g = RefGraph(_random_files(seed))
+    for personal in ({"f00.rs": 1.0}, {"f03.rs": 1.0, "f07.rs": 0.5}, {}):
+        full = g.ranked_definitions(personal, ["name_2"])
+        for limit in (1, 5, 17, len(full), len(full) + 3):
+            assert g.ranked_definitions(personal, ["name_2"], limit) == full[:limit]
+
+
+def test_pagerank_is_kept_per_personalisation() -> None:
+    g = RefGraph(_random_files(0))
+    a = g.pagerank({"f00.rs": 1.0, "f01.rs": 0.5})
+    assert g.pagerank({"f01.rs": 0.5, "f00.rs": 1.0}) is a   # same personalisation
+    assert not a.flags.writeable
+    np.testing.assert_array_equal(a, g._pagerank({"f00.rs": 1.0, "f01.rs": 0.5}))
+    assert g.pagerank({"f02.rs": 1.0}) is not a

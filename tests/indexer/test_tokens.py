@@ -127,6 +127,20 @@ def test_caches_are_bounded(tok: Tokenizer) -> None:
     assert len(counter._lines) <= 51 and len(counter._words) <= 50 + 5
 
 
+def test_batch_larger_than_the_cache_is_one_tokenizer_batch(tok: Tokenizer) -> None:
+    calls: list[list[str]] = []
+
+    def batch(texts: list[str]) -> list[int]:
+        calls.append(list(texts))
+        return [len(ids) for ids in tok.encode_batch(texts)]
+
+    counter = TokenCounter(lambda s: _exact(tok, s), count_batch=batch, additive=True,
+                           max_entries=20)
+    texts = [f"fn f{i}() {{\n    g{i}(x{i});\n}}" for i in range(100)]
+    assert counter.count_many(texts) == [_exact(tok, t) for t in texts]
+    assert len(calls) == 1  # no recount, text by text, after the cache overflowed
+
+
 def test_line_counter_batches_misses() -> None:
     batches: list[list[str]] = []
     counter = LineCounter(len, count_many=lambda xs: batches.append(list(xs)) or
