@@ -26,8 +26,17 @@ def llama_available() -> bool:
 
 
 def test_backend() -> str:
-    """llama when llama-cpp-python is installed (fast to start), else torch on the CPU."""
-    return os.environ.get("HYBRID_LSP_TEST_BACKEND") or ("llama" if llama_available() else "torch")
+    """The backend the end-to-end tests serve with: `HYBRID_LSP_TEST_BACKEND` if set; else
+    torch when a CUDA GPU is present (the same tests then cover the GPU path), llama.cpp
+    when it is installed (CI), torch on the CPU otherwise."""
+    chosen = os.environ.get("HYBRID_LSP_TEST_BACKEND")
+    if chosen:
+        return chosen
+    import torch
+
+    if torch.cuda.is_available():
+        return "torch"
+    return "llama" if llama_available() else "torch"
 
 
 test_backend.__test__ = False  # not a test
