@@ -842,18 +842,25 @@ async def did_close(ls: HybridLanguageServer, params: types.DidCloseTextDocument
     ls.cache.clear(params.text_document.uri)
 
 
+async def _complete_logged(ls: HybridLanguageServer, params, what: str):
+    """(failed, result of `ls.complete`): a failure is counted and logged, never raised."""
+    try:
+        return False, await ls.complete(params.text_document.uri, params.position)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except Exception:
+        ls.failures += 1
+        log.exception("%s failed", what)
+        return True, None
+
+
 @feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
 async def inline_completion(ls: HybridLanguageServer, params: types.InlineCompletionParams
                             ) -> types.InlineCompletionList | None:
     if not ls.settings.features.inline_completion:
         return None
-    try:
-        got = await ls.complete(params.text_document.uri, params.position)
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        raise
-    except Exception:
-        ls.failures += 1
-        log.exception("inline completion failed")
+    failed, got = await _complete_logged(ls, params, "inline completion")
+    if failed:
         return None
     if got is None:
         return types.InlineCompletionList(items=[])
@@ -868,13 +875,8 @@ async def completion(ls: HybridLanguageServer, params: types.CompletionParams
                      ) -> types.CompletionList | None:
     if not ls.settings.features.completion:
         return None
-    try:
-        got = await ls.complete(params.text_document.uri, params.position)
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        raise
-    except Exception:
-        ls.failures += 1
-        log.exception("completion failed")
+    failed, got = await _complete_logged(ls, params, "completion")
+    if failed:
         return None
     if got is None:
         return types.CompletionList(is_incomplete=True, items=[])
