@@ -705,6 +705,17 @@ def _all_reduce(x: float, dist_info: Dist, device: torch.device, op: str = "avg"
     return t.item() / dist_info.world
 
 
+def _all_gather(x: float, dist_info: Dist, device: torch.device) -> list[float]:
+    """`x` of every rank, in rank order (a collective: every rank must call it)."""
+    if dist_info.world == 1:
+        return [x]
+    import torch.distributed as dist
+
+    parts = [torch.zeros(1, dtype=torch.float64, device=device) for _ in range(dist_info.world)]
+    dist.all_gather(parts, torch.tensor([x], dtype=torch.float64, device=device))
+    return [p.item() for p in parts]
+
+
 # -- the run -------------------------------------------------------------------------------
 
 def pick_device(name: str, dist_info: Dist | None = None) -> torch.device:
@@ -897,7 +908,10 @@ def train(cfg: TrainConfig, *, tokenizer: Tokenizer | None = None,
             if peak:
                 rec["mfu"] = flops_log / (now - t_log) / (peak * dist_info.world)
             if device.type == "cuda":
-                rec["mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+                mem = torch.cuda.max_memory_allocated(device) / 2**30
+                rec["mem_gib"] = mem
+                if dist_info.world > 1:  # peak memory of every rank, in rank order
+                    rec["mem_gib_ranks"] = _all_gather(mem, dist_info, device)
             _log(rec, out_dir, dist_info.main)
             t_log, tok_log, flops_log = now, 0, 0.0
         progress = _all_reduce(progress_at(step, cfg, train_seconds), dist_info, device, "max")
