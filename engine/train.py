@@ -1015,6 +1015,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         dist.barrier()
         dist.destroy_process_group()
+        # torchrun turns any rank's non-zero exit into a failure of the whole job (and kills
+        # the other ranks), so a stopped run exits 0 here; `finished` in out_dir/summary.json
+        # (written only when the run is done) tells a stopped run from a finished one.
+        return 0
     return 0 if summary.get("finished") else 3
 
 

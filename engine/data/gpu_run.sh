@@ -76,6 +76,10 @@ else
 fi
 RC=${PIPESTATUS[0]}
 DIR=$(python3 -c "import sys; a=[x for x in sys.argv[1:] if x.startswith('--out_dir=')]; print(a[-1].split('=',1)[1])" "${ARGS[@]}" "$@")
+# Under torchrun a stopped run exits 0 (engine.train's main): only a finished run writes
+# summary.json with "finished": true.
+if [ "$NPROC" -gt 1 ] && [ "$RC" -eq 0 ] && [ "$RUN" != longctx ] \
+   && ! grep -q '"finished": true' "$DIR/summary.json" 2>/dev/null; then RC=3; fi
 # The device tool returns at most 8 files: summary.json, metrics.tar.gz, the GGUF parts.
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv > "$DIR/gpu.csv" 2>/dev/null
 cp "$OUT/tokens-meta.json" "$OUT/train.log" "$DIR/" 2>/dev/null
