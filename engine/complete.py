@@ -27,7 +27,13 @@ from engine.backends import (
     select_backend,
 )
 from engine.gguf_io import ModelInfo, read_model_info
-from engine.prompt import FimRequest, build_prompt, check_prompt_format
+from engine.prompt import (
+    FimRequest,
+    build_prompt,
+    check_prompt_format,
+    heal_prefix,
+    unheal_completion,
+)
 from engine.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -110,7 +116,10 @@ def prompt_location(path: Path) -> tuple[str, str]:
 
 
 def fit_prompt(tok: Tokenizer, req: FimRequest, budget: int) -> list[int]:
-    """`build_prompt(req)`, shrinking prefix (from the left) and suffix (from the right) to fit."""
+    """`build_prompt(req)` of a served request, shrinking prefix (from the left) and suffix
+    (from the right) to fit; the prefix is healed (`heal_prefix`: the caller passes the
+    model's text through `unheal_completion`)."""
+    req = FimRequest(req.path, heal_prefix(req.prefix), req.suffix, req.repo_name, req.context)
     ids = build_prompt(tok, req)
     if len(ids) <= budget:
         return ids
@@ -209,7 +218,8 @@ def complete_file(path: str | Path, line: int, col: int, *, model_path: str | Pa
             engine.close()
     t2 = time.monotonic()
     return CompletionResult(
-        text=gen.text, token_ids=gen.tokens, prompt_tokens=gen.prompt_tokens,
+        text=unheal_completion(gen.text, req.prefix), token_ids=gen.tokens,
+        prompt_tokens=gen.prompt_tokens,
         evaluated_prompt_tokens=gen.evaluated_prompt_tokens, latency_ms=(t2 - t1) * 1e3,
         load_ms=(t1 - t0) * 1e3 if isinstance(backend, str) else 0.0, backend=engine.name,
         model=str(model_path), model_name=info.name, demo=info.demo, truncated=gen.truncated,

@@ -332,9 +332,42 @@ def read_model_info(path: str | Path, *, validate: bool = True) -> ModelInfo:
     if validate:
         from engine.gguf_validate import validate_gguf
 
-        validate_gguf(path)
+        # The validator reads every key anyway, much faster than GGUFReader (0.1 s against
+        # 0.9 s for a 16K vocabulary): build the info from what it read.
+        summary = validate_gguf(path, keep_arrays=_TOKENIZER_ARRAYS)
+        return _info_from_reader(_SummaryFields(summary.kv), path, Tokenizer)
     reader = gguf.GGUFReader(path, "r")
     return _info_from_reader(reader, path, Tokenizer)
+
+
+_TOKENIZER_ARRAYS = frozenset({_K.Tokenizer.LIST, _K.Tokenizer.TOKEN_TYPE, _K.Tokenizer.MERGES})
+
+
+class _SummaryField:
+    """One key's value, as GGUFReader's field offers it (`contents()`, `data`)."""
+
+    def __init__(self, value: Any) -> None:
+        from engine.gguf_validate import GGUFArray
+
+        if isinstance(value, GGUFArray):
+            if value.values is None:
+                raise ConfigError(f"array of {value.count} elements was not read")
+            value = list(value.values)
+        self.value = value
+        self.data = value if isinstance(value, list) else [value]
+
+    def contents(self) -> Any:
+        return self.value
+
+
+class _SummaryFields:
+    """A validated file's keys behind GGUFReader's interface (`fields`, `get_field`)."""
+
+    def __init__(self, kv: dict[str, Any]) -> None:
+        self.fields = kv
+
+    def get_field(self, key: str) -> _SummaryField | None:
+        return _SummaryField(self.fields[key]) if key in self.fields else None
 
 
 def _info_from_reader(reader: gguf.GGUFReader, path: Path, tokenizer_cls) -> ModelInfo:

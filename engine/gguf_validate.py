@@ -214,15 +214,18 @@ def validate_gguf(
     path: str | os.PathLike[str],
     *,
     architectures: frozenset[str] = frozenset({"cohere2"}),
+    keep_arrays: frozenset[str] = frozenset(),
 ) -> GGUFSummary:
     """Check that `path` is a well-formed GGUF model this project may hand to llama.cpp.
 
     Structural checks as in `parse_gguf`, then the architecture allowlist, the key
     schema, the tokenizer, and for `cohere2` the hyperparameters and exact tensor set.
+    Arrays under `keep_arrays` keep their values whatever their length (the tokenizer's,
+    for `engine.gguf_io.read_model_info`); others only up to MATERIALISE_LIMIT.
     """
 
     def run(f: BinaryIO, size: int) -> GGUFSummary:
-        summary = _parse(f, size, check_tokens=True)
+        summary = _parse(f, size, check_tokens=True, keep_arrays=keep_arrays)
         _check_model(summary, architectures)
         return summary
 
@@ -260,7 +263,8 @@ def _guarded(path: str | os.PathLike[str], run: Any) -> GGUFSummary:
         ) from exc
 
 
-def _parse(f: BinaryIO, size: int, *, check_tokens: bool) -> GGUFSummary:
+def _parse(f: BinaryIO, size: int, *, check_tokens: bool,
+           keep_arrays: frozenset[str] = frozenset()) -> GGUFSummary:
     r = _Reader(f, size)
     if size < HEADER_BYTES:
         head = r.read(min(size, 4), "magic")
@@ -300,7 +304,7 @@ def _parse(f: BinaryIO, size: int, *, check_tokens: bool) -> GGUFSummary:
         if key in kv:
             raise _Invalid(f"duplicate key {_show(key)}")
         vtype = _value_type(r.u32(f"type of key {_show(key)}"), key)
-        kv[key] = _read_value(r, vtype, key, check_tokens)
+        kv[key] = _read_value(r, vtype, key, check_tokens, key in keep_arrays)
         kv_types[key] = vtype
 
     alignment = DEFAULT_ALIGNMENT
@@ -390,12 +394,13 @@ def _value_type(raw: int, key: str) -> GGUFValueType:
         raise _Invalid(f"key {_show(key)} has unknown value type {raw}") from None
 
 
-def _read_value(r: _Reader, vtype: GGUFValueType, key: str, check_tokens: bool) -> Any:
+def _read_value(r: _Reader, vtype: GGUFValueType, key: str, check_tokens: bool,
+                keep: bool = False) -> Any:
     what = f"value of key {_show(key)}"
     if vtype == T.STRING:
         return r.string(what)
     if vtype == T.ARRAY:
-        return _read_array(r, key, check_tokens and key == "tokenizer.ggml.tokens")
+        return _read_array(r, key, check_tokens and key == "tokenizer.ggml.tokens", keep)
     value = r.unpack(_SCALAR_FORMATS[vtype], what)
     if vtype == T.BOOL:
         if value > 1:
@@ -404,8 +409,9 @@ def _read_value(r: _Reader, vtype: GGUFValueType, key: str, check_tokens: bool) 
     return value
 
 
-def _read_array(r: _Reader, key: str, is_vocab: bool) -> GGUFArray:
-    """Read an array; for the vocabulary (`is_vocab`) also check every token."""
+def _read_array(r: _Reader, key: str, is_vocab: bool, keep_all: bool = False) -> GGUFArray:
+    """Read an array; for the vocabulary (`is_vocab`) also check every token. Values are
+    kept up to MATERIALISE_LIMIT elements, or all of them with `keep_all`."""
     label = f"array {_show(key)}"
     etype = _value_type(r.u32(f"element type of {label}"), key)
     if etype == T.ARRAY:
@@ -413,7 +419,7 @@ def _read_array(r: _Reader, key: str, is_vocab: bool) -> GGUFArray:
     count = r.u64(f"length of {label}")
     if count > MAX_ARRAY_ELEMENTS:
         raise _Invalid(f"{label} has {count} elements (limit {MAX_ARRAY_ELEMENTS})")
-    keep = count <= MATERIALISE_LIMIT
+    keep = keep_all or count <= MATERIALISE_LIMIT
     if etype == T.STRING:
         r.need(count * 8, f"{count} string lengths of {label}")
         values: list[str] = []

@@ -106,6 +106,27 @@ def fim_tokens(tok: Tokenizer, prefix: str, suffix: str, *, order: str = "spm") 
     raise ValueError(f"Expected order in {FIM_ORDERS}, got {order!r}")
 
 
+def heal_prefix(prefix: str) -> str:
+    """The cursor prefix as served prompts send it: without one trailing space.
+
+    Token healing for the one case the tokenizer makes common: its GPT-2 pre-tokenizer
+    attaches a space to the word that follows (`let x = foo` is `let`, ` x`, ` =`, ` foo`),
+    so a prefix ending in a space (`let x = `, or indentation `\n        `) ends in a token
+    the model rarely saw before code, and it answers with more spaces or comments. Without
+    the space the model writes the space-led token itself; `unheal_completion` takes that
+    space off again. Training prompts are not healed (their cut points are random).
+    """
+    return prefix[:-1] if prefix.endswith(" ") else prefix
+
+
+def unheal_completion(completion: str, prefix: str) -> str:
+    """The model's text for the document, when the prompt held `heal_prefix(prefix)`: the
+    space the document already has before the cursor is taken off its front."""
+    if prefix.endswith(" ") and completion.startswith(" "):
+        return completion[1:]
+    return completion
+
+
 def build_prompt(tok: Tokenizer, req: FimRequest, *, order: str = "spm") -> list[int]:
     """Token ids of the whole FIM prompt for `req` (see the module docstring)."""
     return [

@@ -50,8 +50,9 @@ BUCKETS = (0, 1024, 4096, 16384)
 class TrainConfig:
     """All settings of a run; `python -m engine.train [PRESET] --key=value` overrides them.
 
-    The defaults are the CPU demo run that produced engine/models/demo.gguf (docs/MODEL.md),
-    moved to the repository-level documents of issue 7.
+    The defaults are the CPU demo run that produced the first embedded model (demo.gguf, now
+    retired; docs/MODEL.md), moved to the repository-level documents of issue 7; the `gpu`
+    preset made the shipped engine/models/hybrid-lsp.gguf.
     """
 
     # -- data ------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`hybrid-lsp bench serve`: warm completion latency of the real server, typing simulation.
 
 Starts `hybrid-lsp serve` as a subprocess over stdio on a copy of a fixture crate (the
-server tests' `tests/hybrid_lsp/fixtures/ws` unless `--workspace`), with a model (the demo
+server tests' `tests/hybrid_lsp/fixtures/ws` unless `--workspace`), with a model (the embedded
 model unless `--model`) on a backend (llama unless `--backend`). Once the engine is ready
 and the file is open (the server warms the engine's cache), it types snippets into
 functions of `src/lib.rs` one character at a time, as an editor does: each keystroke is an
@@ -328,7 +328,7 @@ def write_section(path: Path, text: str) -> None:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="hybrid-lsp bench serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=ROOT / "engine" / "models" / "demo.gguf")
+    p.add_argument("--model", type=Path, default=ROOT / "engine" / "models" / "hybrid-lsp.gguf")
     p.add_argument("--backend", default="llama", choices=("auto", "torch", "llama"))
     p.add_argument("--workspace", type=Path, default=FIXTURE)
     p.add_argument("--requests", type=int, default=40, help="requests counted (>= 30)")

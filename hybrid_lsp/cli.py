@@ -21,16 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from hybrid_lsp import __version__
+from hybrid_lsp.settings import CompletionSettings
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+#: `complete --budget` default: the server's default context budget (sized for the CPU).
+CPU_BUDGET = CompletionSettings().context_budget_tokens
 DEMO_NOTE = "demo model: a tiny model for trying hybrid-lsp out, not for real completions"
 
 
 def default_model_path() -> Path:
-    """The demo model shipped as package data (engine/models/demo.gguf)."""
-    return Path(str(importlib.resources.files("engine").joinpath("models", "demo.gguf")))
+    """The embedded default model (engine/models/hybrid-lsp.gguf, package data)."""
+    from engine.default_model import default_model_path as path
+
+    return path()
 
 
 def parse_position(spec: str) -> tuple[Path, int, int]:
@@ -167,6 +172,7 @@ BENCH_SUITES = {
     "serve": ("hybrid_lsp.bench_serve", "bench_serve"),
     "parity": ("engine.parity", "bench_parity"),
     "train": ("engine.bench_train", "bench_train"),
+    "completions": ("hybrid_lsp.bench_completions", "bench_completions"),
 }
 
 
@@ -184,14 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("position", metavar="FILE:LINE:COL", type=_position,
                    help="1-based line and column; the column counts characters, as rustc does")
     p.add_argument("--model", type=Path, default=None,
-                   help="GGUF model file (default: the bundled demo model)")
+                   help="GGUF model file (default: the embedded engine/models/hybrid-lsp.gguf)")
     p.add_argument("--backend", choices=("auto", "torch", "llama"), default="auto",
                    help="auto: torch with a CUDA GPU, llama.cpp otherwise")
     p.add_argument("--max-tokens", type=_positive, default=64, help="tokens to generate at most")
     p.add_argument("--deadline-ms", type=_positive, default=None,
                    help="stop generating after this long and return what is there")
-    p.add_argument("--budget", type=_budget, default=4096,
-                   help="context budget in tokens (>= 1024; default 4096, sized for the CPU)")
+    p.add_argument("--budget", type=_budget, default=CPU_BUDGET,
+                   help=f"context budget in tokens (>= 1024; default {CPU_BUDGET}, the "
+                        "server's default, sized for the CPU)")
     p.add_argument("--no-context", action="store_true",
                    help="prompt with the file alone, without workspace context")
     p.add_argument("--json", action="store_true", help="print one JSON object")

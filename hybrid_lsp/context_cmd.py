@@ -3,7 +3,7 @@
 Users debug their completions with it: it prints the prompt the model would see for a cursor,
 then a per-chunk breakdown (kind, tokens, why it was chosen). LINE and COL are 1-based (COL
 in characters), as compilers print them. Tokens come from the default model's tokenizer
-(`engine/models/demo.gguf`, or `--model`); without a model file, a bytes/3.5 estimate stands
+(`engine/models/hybrid-lsp.gguf`, or `--model`); without a model file, a bytes/3.5 estimate stands
 in and a warning says so.
 """
 
@@ -35,10 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "engine" / "models" / "demo.gguf"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "engine" / "models" / "hybrid-lsp.gguf"
 #: The CPU backend's default budget (shared/docs/background.md: a warm CPU completion must
-#: stay fast; 4K tokens re-evaluate in ~0.1-0.2 s there). The GPU default is 64K.
-DEFAULT_BUDGET_CPU = 4096
+#: stay fast; the shipped model evaluates ~2K prompt tokens/s on 2 cores). GPU default: 64K.
+DEFAULT_BUDGET_CPU = 2048  # the server's default (hybrid_lsp.settings)
 DEFAULT_BUDGET_GPU = 65536
 #: Environment variable naming the index database folder (as for the server).
 CACHE_DIR_ENV = "HYBRID_LSP_CACHE_DIR"

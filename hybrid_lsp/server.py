@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.resources
 import json
 import logging
 import os
@@ -50,7 +49,7 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
-from engine.prompt import FimRequest, special_token_strings
+from engine.prompt import FimRequest, special_token_strings, unheal_completion
 from hybrid_lsp import __version__, actions
 from hybrid_lsp.completion import (
     CONTEXT_SHARE,
@@ -105,8 +104,10 @@ SPECIAL_TEXTS = tuple(special_token_strings().values())
 
 
 def default_model_path() -> str:
-    """The bundled demo model (engine/models/demo.gguf)."""
-    return str(importlib.resources.files("engine").joinpath("models", "demo.gguf"))
+    """The embedded default model (engine/models/hybrid-lsp.gguf)."""
+    from engine.default_model import default_model_path as path
+
+    return str(path())
 
 
 def test_hooks() -> bool:
@@ -466,7 +467,7 @@ class HybridLanguageServer(LanguageServer):
         res = await self._generate(uri, text, offset, slot)
         if res is None:
             return None
-        raw = cut_at_markers(res.text, SPECIAL_TEXTS)
+        raw = unheal_completion(cut_at_markers(res.text, SPECIAL_TEXTS), text[:offset])
         cleaned = await asyncio.to_thread(clean_completion, raw, text, offset)
         if self.settings.log.include_text:  # a debug setting: `hybrid-lsp bench serve --trace`
             log.info("%s%s", TRACE_PREFIX, json.dumps({
@@ -670,7 +671,9 @@ class HybridLanguageServer(LanguageServer):
                                              stop_strings=[stop])
         except EngineUnavailable:
             return None
-        return None if res is None else cut_at_markers(res.text, SPECIAL_TEXTS)
+        if res is None:
+            return None
+        return unheal_completion(cut_at_markers(res.text, SPECIAL_TEXTS), prefix)
 
     # -- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

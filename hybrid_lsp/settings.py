@@ -37,7 +37,7 @@ class ModelSettings:
     """Which model file runs, and on what."""
 
     path: str = field(default="", metadata=_meta(
-        "Path of the GGUF model file; empty means the bundled demo model."))
+        "Path of the GGUF model file; empty means the embedded default model."))
     backend: str = field(default="auto", metadata=_meta(
         "Inference backend: auto (torch on a CUDA GPU, llama.cpp otherwise), torch or llama.",
         choices=BACKENDS))

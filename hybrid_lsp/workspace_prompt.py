@@ -14,13 +14,15 @@ from pathlib import Path
 from engine.prompt import ContextFile, FimRequest, special_token_strings
 from engine.tokenizer import Tokenizer
 from hybrid_lsp.context_cmd import find_root, load_index, tokenizer_counter
+from hybrid_lsp.settings import CompletionSettings
 from indexer.context import ContextAssembler
 
 log = logging.getLogger(__name__)
 
-#: Default context budgets in tokens: on the CPU a cold prompt costs seconds per thousand
-#: tokens (docs/BENCHMARKS.md, background figures), on a GPU 64K tokens fit the budget.
-CPU_BUDGET = 4096
+#: Default context budgets in tokens. On the CPU, the settings' default (2048): the shipped
+#: model evaluates about 1,500-2,000 prompt tokens/s on 2 cores, so a cold `complete` stays
+#: under 2 s (docs/MODEL.md); on a GPU 64K tokens fit the budget.
+CPU_BUDGET = CompletionSettings().context_budget_tokens
 GPU_BUDGET = 65536
 
 

@@ -52,12 +52,17 @@ class LlamaCppBackend:
     def __init__(self, model_path: str | Path, *, info: ModelInfo | None = None,
                  n_ctx: int = DEFAULT_N_CTX, n_batch: int = DEFAULT_N_BATCH,
                  n_ubatch: int | None = None, n_threads: int | None = None,
-                 f32_kv_cache: bool = False, flash_attn: bool = False, swa_full: bool = True,
+                 f32_kv_cache: bool = False, flash_attn: bool | None = None, swa_full: bool = True,
                  verbose: bool = False) -> None:
         self.model_path = Path(model_path)
         # The Python validator runs before llama.cpp sees the file (it can abort the process).
         self.info: ModelInfo = info if info is not None else read_model_info(self.model_path)
         kv_type = llama_cpp.GGML_TYPE_F32 if f32_kv_cache else None
+        if flash_attn is None:
+            # On by default: with the shipped Q4_0 model it processes prompts 1.4x faster on
+            # 2 CPU cores (docs/BENCHMARKS.md). It casts K/V to F16, so an F32 KV cache
+            # (exact parity checks) turns it off.
+            flash_attn = not f32_kv_cache
         self.n_ctx = min(n_ctx, self.info.args.context_length)
         try:
             self._llm = llama_cpp.Llama(

@@ -2,7 +2,7 @@
 
 The clients start the server as the user's configuration does (`hybrid-lsp serve`), on the
 fixture crate in `fixtures/crate`, with the llama.cpp backend when it is installed and
-the demo model when it exists (else, or with HYBRID_LSP_EDITOR_TESTS_PREDICTABLE=1, a
+the embedded default model when it exists (else, or with HYBRID_LSP_EDITOR_TESTS_PREDICTABLE=1, a
 tiny model whose completion is known in advance, built once per session).
 """
 
@@ -19,9 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EDITORS = ROOT / "editors"
 FIXTURE = Path(__file__).parent / "fixtures" / "crate"
-DEMO_MODEL = ROOT / "engine" / "models" / "demo.gguf"
+DEFAULT_MODEL = ROOT / "engine" / "models" / "hybrid-lsp.gguf"
 #: The line of the fixture's lib.rs where the clients ask for a completion (at its end).
-CURSOR_NEEDLE = "let sq = "
+CURSOR_NEEDLE = "let sq = self.x * self.x + "
 #: What the predictable test model writes, one token after another.
 PREDICTED = "1"
 
@@ -113,9 +113,10 @@ def build_predictable_model(path: Path, text: str = PREDICTED) -> Path:
 
 @pytest.fixture(scope="session")
 def editor_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bool]:
-    """(model file, whether it is the demo model): the demo model, else a predictable one."""
-    if DEMO_MODEL.is_file() and not os.environ.get("HYBRID_LSP_EDITOR_TESTS_PREDICTABLE"):
-        return DEMO_MODEL, True
+    """(model file, whether it is the shipped model): the shipped model, else a predictable
+    one."""
+    if DEFAULT_MODEL.is_file() and not os.environ.get("HYBRID_LSP_EDITOR_TESTS_PREDICTABLE"):
+        return DEFAULT_MODEL, True
     return build_predictable_model(tmp_path_factory.mktemp("editor-model") / "m.gguf"), False
 
 

@@ -124,12 +124,12 @@ def run_nvim(tmp: Path, args: dict[str, Any]) -> dict[str, Any]:
 
 def test_nvim_completion_through_plugin(tmp_path: Path, editor_model: tuple[Path, bool],
                                         editor_backend: str) -> None:
-    model, is_demo = editor_model
+    model, is_default = editor_model
     ws = copy_fixture(tmp_path)
     lib = ws / "src" / "lib.rs"
     line, character = cursor_position(lib.read_text())
-    # The demo model is the server's default: leave model.path unset, as a user would.
-    settings = {"model": {"backend": editor_backend} if is_demo else
+    # The shipped model is the server's default: leave model.path unset, as a user would.
+    settings = {"model": {"backend": editor_backend} if is_default else
                 {"path": str(model), "backend": editor_backend},
                 "completion": {"debounceMs": 0, "maxTokens": 16, "latencyBudgetMs": 20000,
                                "contextBudgetTokens": 512}}
@@ -167,7 +167,7 @@ def test_nvim_completion_through_plugin(tmp_path: Path, editor_model: tuple[Path
         assert edit["newText"].strip() and edit["newText"] == edit["newText"].rstrip()
         assert "<|" not in edit["newText"]
         assert "hybrid-lsp" in item["detail"] and "ms" in item["detail"]
-        if not is_demo:  # the model's completion is known: inserted at the cursor
+        if not is_default:  # the model's completion is known: inserted at the cursor
             assert set(edit["newText"]) == set(PREDICTED), edit
             assert edit["range"]["start"] == edit["range"]["end"]
     assert got["status_after"]["latencyMs"]["count"] >= 1

@@ -114,17 +114,17 @@ def test_npm_test_and_package(tmp_path: Path, editor_model: tuple[Path, bool],
                               editor_backend: str) -> None:
     tool_or_skip("node")
     tool_or_skip("npm")
-    model, is_demo = editor_model
+    model, is_default = editor_model
     env = server_env(tmp_path)
     env.update(
         HYBRID_LSP_SERVER=str(server_executable(tmp_path)),
         HYBRID_LSP_TEST_SETTINGS=json.dumps({
-            "model": {"backend": editor_backend} if is_demo else
+            "model": {"backend": editor_backend} if is_default else
                      {"path": str(model), "backend": editor_backend},
             "completion": {"debounceMs": 0, "maxTokens": 16, "latencyBudgetMs": 20000}}),
         npm_config_update_notifier="false",
     )
-    if not is_demo:
+    if not is_default:
         env["HYBRID_LSP_TEST_EXPECT"] = PREDICTED
     npm_ci_once(env)
     output = npm(["test"], env, timeout=240)

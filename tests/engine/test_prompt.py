@@ -136,3 +136,33 @@ def test_check_prompt_format() -> None:
     with pytest.raises(UnsupportedPromptFormat, match="declares no prompt-format version"):
         check_prompt_format(None, path)
     assert issubclass(UnsupportedPromptFormat, ValueError)
+
+
+def test_heal_prefix_drops_one_trailing_space() -> None:
+    from engine.prompt import heal_prefix
+
+    assert heal_prefix("let x = ") == "let x ="
+    assert heal_prefix("fn f() {\n        ") == "fn f() {\n       "  # 7 + " let" as trained
+    assert heal_prefix("let x =") == "let x ="
+    assert heal_prefix("\t\t") == "\t\t"  # tabs tokenize the same before code
+    assert heal_prefix("") == ""
+
+
+def test_unheal_takes_the_space_back_only_when_healed() -> None:
+    from engine.prompt import unheal_completion
+
+    assert unheal_completion(" foo(1);", "let x = ") == "foo(1);"
+    assert unheal_completion("foo(1);", "let x = ") == "foo(1);"
+    assert unheal_completion("\n    bar", "let x = ") == "\n    bar"
+    assert unheal_completion(" foo", "let x =") == " foo"  # not healed: kept
+
+
+def test_served_prompt_is_healed_and_space_led_token_follows(tok: Tokenizer) -> None:
+    from engine.complete import fit_prompt
+
+    req = FimRequest(path="a.rs", prefix="let x = ", suffix="\n", repo_name="r")
+    healed = FimRequest(path="a.rs", prefix="let x =", suffix="\n", repo_name="r")
+    assert fit_prompt(tok, req, 10_000) == build_prompt(tok, healed)
+    # The healed prompt plus " foo" tokenizes like the natural text: the space leads a word.
+    natural = tok.encode("let x = foo")
+    assert tok.encode("let x =") + tok.encode(" foo") == natural

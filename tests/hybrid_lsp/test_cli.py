@@ -136,8 +136,13 @@ def test_parse_position():
             cli.parse_position(bad)
 
 
-def test_default_model_is_the_packaged_demo():
-    assert cli.default_model_path() == ROOT / "engine" / "models" / "demo.gguf"
+def test_default_model_is_the_packaged_model():
+    path = cli.default_model_path()
+    assert path == ROOT / "engine" / "models" / "hybrid-lsp.gguf" and path.is_file()
+    from engine.gguf_io import read_model_info
+
+    info = read_model_info(path)
+    assert not info.demo and info.name == "hybrid-lsp" and info.args.vocab_size == 16384
 
 
 def test_bench_kernels_dispatches(monkeypatch):

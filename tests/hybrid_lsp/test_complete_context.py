@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "indexer" / "fixtures" / "ctx_geo"
-DEMO = ROOT / "engine" / "models" / "demo.gguf"
+DEFAULT_MODEL = ROOT / "engine" / "models" / "hybrid-lsp.gguf"
 
 
 def run_complete(where: str, *extra: str, cache: Path) -> dict:
@@ -27,7 +27,7 @@ def run_complete(where: str, *extra: str, cache: Path) -> dict:
 
 @pytest.mark.llama
 def test_complete_uses_workspace_context(tmp_path: Path) -> None:
-    assert DEMO.is_file(), "the embedded demo model is missing"
+    assert DEFAULT_MODEL.is_file(), "the embedded default model is missing"
     ws = tmp_path / "ctx_geo"
     shutil.copytree(FIXTURE, ws)
     where = f"{ws / 'src' / 'render.rs'}:26:35"

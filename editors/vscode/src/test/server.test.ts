@@ -3,7 +3,7 @@
 //
 // Environment: HYBRID_LSP_SERVER (the executable; default: the repository's
 // .venv/bin/hybrid-lsp, else `hybrid-lsp` on PATH), HYBRID_LSP_TEST_SETTINGS (JSON settings
-// sent as initializationOptions; default: the demo model), HYBRID_LSP_TEST_EXPECT (optional:
+// sent as initializationOptions; default: the embedded model), HYBRID_LSP_TEST_EXPECT (optional:
 // the characters the completion must consist of, for a model whose output is known).
 
 import assert from "node:assert/strict";

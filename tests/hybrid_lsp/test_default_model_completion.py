@@ -1,8 +1,8 @@
-"""The bundled demo model through the real server: at pinned typing positions in the
+"""The embedded default model through the real server: at pinned typing positions in the
 fixture crate, at least one completion survives post-processing and is shown.
 
 Deterministic: the engine decodes greedily (the default), the positions are fixed, and the
-prompt comes from the fixture crate's index. A weak model's text may be dropped at some
+prompt comes from the fixture crate's index. A model's text may be dropped at some
 positions; every one shown must follow the post-processing rules.
 """
 
@@ -32,7 +32,7 @@ POSITIONS = (
 )
 
 
-async def test_demo_model_shows_completions(tmp_path: Path) -> None:
+async def test_default_model_shows_completions(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
     lib = ws / "src" / "lib.rs"
     original = lib.read_text()
@@ -67,4 +67,4 @@ async def test_demo_model_shows_completions(tmp_path: Path) -> None:
                 assert got.strip() and got == got.rstrip() and "<|" not in got
                 assert error_count(text[:offset] + got + text[offset:]) <= error_count(text)
                 shown.append(got)
-    assert shown, "the demo model showed no completion at any pinned position"
+    assert shown, "the default model showed no completion at any pinned position"

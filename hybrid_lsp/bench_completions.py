@@ -1,0 +1,285 @@
+"""Completion quality on held-out crates, through the server's own pipeline.
+
+    hybrid-lsp bench completions [--model M] [--corpus .cache/corpus] [--positions 50]
+                                 [--budget 2048] [--backend llama] [--samples 10] [--json]
+
+Samples `--positions` cursor positions in the test crates of the training corpus (seeded;
+round-robin over crates, then a random file, then a random line inside a function body
+with at least 6 characters of code; the cursor goes somewhere inside the line and the rest
+of the line is deleted, as if the user were typing it). For each, the prompt is built as
+the server builds it (the indexer's context assembler over the crate, `--budget` tokens,
+then FIM), the engine generates with the server's stop strings and token limit, and the
+server's post-processing (`clean_completion`) decides what is shown. Reports the share of
+positions that show a non-empty completion leaving the file with no more tree-sitter
+errors than before (checked again here), exact and prefix matches of the deleted rest of
+the line, and engine latency; `--samples` prints that many unedited examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+#: Function bodies: the lines strictly inside them are candidate cursor lines.
+_MIN_CODE_CHARS = 6
+
+
+@dataclass(frozen=True)
+class Position:
+    """A cursor in a test-crate file whose line's rest was deleted."""
+
+    crate: str          # "<crate>/<version>"
+    path: str           # file path inside the crate
+    line: int           # 0-based
+    col: int            # characters into the line
+    text: str           # the file with the rest of the line deleted
+    expected: str       # the deleted rest of the line
+
+    @property
+    def offset(self) -> int:
+        lines = self.text.split("\n")
+        return sum(len(x) + 1 for x in lines[:self.line]) + self.col
+
+
+@dataclass
+class Outcome:
+    """What the pipeline showed at one position."""
+
+    crate: str
+    path: str
+    line: int
+    col: int
+    line_prefix: str
+    expected: str
+    raw: str
+    shown: str | None
+    errors_before: int
+    errors_after: int
+    prompt_tokens: int
+    generated_tokens: int
+    engine_ms: float
+
+    @property
+    def ok(self) -> bool:
+        """Shown, non-empty, and no new tree-sitter errors."""
+        return bool(self.shown and self.shown.strip()) and self.errors_after <= self.errors_before
+
+    @property
+    def exact(self) -> bool:
+        return self.ok and self.shown.split("\n", 1)[0].strip() == self.expected.strip()
+
+    @property
+    def prefix(self) -> bool:
+        """The shown first line is a non-empty prefix of the deleted rest of the line."""
+        first = (self.shown or "").split("\n", 1)[0].rstrip()
+        return self.ok and bool(first.strip()) and self.expected.startswith(first)
+
+
+def body_lines(text: str) -> list[int]:
+    """0-based lines strictly inside function bodies with enough code to complete."""
+    from hybrid_lsp.postprocess import rust_parser
+
+    tree = rust_parser().parse(text.encode("utf-8"))
+    lines = text.split("\n")
+    out: set[int] = set()
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "function_item":
+            body = node.child_by_field_name("body")
+            if body is not None:
+                for i in range(body.start_point[0] + 1, body.end_point[0]):
+                    code = lines[i].strip()
+                    if len(code) >= _MIN_CODE_CHARS and not code.startswith(("//", "/*", "*")):
+                        out.add(i)
+        stack.extend(node.children)
+    return sorted(out)
+
+
+def sample_positions(files: dict[str, dict[str, str]], n: int, seed: int) -> list[Position]:
+    """`n` positions from `files` (crate -> path -> text), round-robin over crates."""
+    rng = random.Random(seed)
+    crates = sorted(files)
+    rng.shuffle(crates)
+    candidates: dict[str, list[tuple[str, list[int]]]] = {}
+    for crate in crates:
+        per_file = [(p, body_lines(t)) for p, t in sorted(files[crate].items())]
+        candidates[crate] = [(p, ls) for p, ls in per_file if ls]
+    crates = [c for c in crates if candidates[c]]
+    out: list[Position] = []
+    seen: set[tuple[str, str, int]] = set()
+    i = 0
+    while len(out) < n and crates:
+        crate = crates[i % len(crates)]
+        i += 1
+        path, lines = rng.choice(candidates[crate])
+        line = rng.choice(lines)
+        if (crate, path, line) in seen:
+            if i > 50 * n:
+                break
+            continue
+        seen.add((crate, path, line))
+        text = files[crate][path]
+        rows = text.split("\n")
+        row = rows[line]
+        indent = len(row) - len(row.lstrip())
+        code_end = len(row.rstrip())
+        col = rng.randint(indent + 1, code_end - 1)
+        rows[line] = row[:col]
+        out.append(Position(crate, path, line, col, "\n".join(rows), row[col:].rstrip()))
+    return out
+
+
+def load_test_crates(corpus: Path) -> dict[str, dict[str, str]]:
+    """The test split of `engine.data.corpus`: crate version -> path -> text."""
+    from engine.train import load_split
+
+    files: dict[str, dict[str, str]] = {}
+    for doc in load_split(corpus, "test"):
+        files.setdefault(doc.repo, {})[doc.path] = doc.text
+    return files
+
+
+def run_position(pos: Position, files: dict[str, str], engine, tok, budget: int,
+                 max_tokens: int) -> Outcome:
+    """The server's pipeline at one position: context, prompt, generation, post-processing."""
+    from engine.backends import GenerationRequest
+    from engine.complete import fit_prompt
+    from engine.data.documents import Repo
+    from engine.prompt import (
+        ContextFile,
+        FimRequest,
+        special_token_strings,
+        unheal_completion,
+    )
+    from hybrid_lsp.postprocess import (
+        clean_completion,
+        cut_at_markers,
+        error_count,
+        generation_limits,
+    )
+    from hybrid_lsp.train_data import RepoContext
+
+    name, _, version = pos.crate.partition("/")
+    repo_files = tuple((p, pos.text if p == pos.path else t) for p, t in sorted(files.items()))
+    ctx = RepoContext(tok, Repo(name, version, repo_files)).assembler.assemble(
+        pos.path, pos.text, pos.line, pos.col, budget=budget)
+    req = FimRequest(ctx.path, ctx.prefix, ctx.suffix, ctx.repo_name,
+                     tuple(ContextFile(p, t) for p, t in ctx.context_files()))
+    offset = pos.offset
+    stops, limit = generation_limits(pos.text, offset, max_tokens)
+    ids = fit_prompt(tok, req, min(budget, engine.n_ctx - limit - 1))
+    t0 = time.perf_counter()
+    gen = engine.generate(GenerationRequest(tokens=ids, max_tokens=limit,
+                                            stop_strings=tuple(stops)))
+    ms = (time.perf_counter() - t0) * 1e3
+    raw = unheal_completion(cut_at_markers(gen.text, tuple(special_token_strings().values())),
+                            pos.text[:offset])
+    shown = clean_completion(raw, pos.text, offset)
+    before = error_count(pos.text)
+    after = error_count(pos.text[:offset] + (shown or "") + pos.text[offset:])
+    line_prefix = pos.text.split("\n")[pos.line]
+    return Outcome(pos.crate, pos.path, pos.line, pos.col, line_prefix, pos.expected, raw,
+                   shown, before, after, len(ids), len(gen.tokens), ms)
+
+
+def summarize(outcomes: Sequence[Outcome]) -> dict:
+    """Shares and latencies over all positions."""
+    n = len(outcomes)
+    ms = [o.engine_ms for o in outcomes]
+    return {
+        "positions": n,
+        "shown_ok": sum(o.ok for o in outcomes),
+        "shown_ok_share": sum(o.ok for o in outcomes) / n if n else 0.0,
+        "exact_line": sum(o.exact for o in outcomes),
+        "prefix_of_line": sum(o.prefix for o in outcomes),
+        "engine_ms_p50": statistics.median(ms) if ms else 0.0,
+        "engine_ms_p95": sorted(ms)[min(n - 1, int(0.95 * n))] if ms else 0.0,
+        "prompt_tokens_mean": statistics.mean(o.prompt_tokens for o in outcomes) if n else 0,
+        "crates": len({o.crate for o in outcomes}),
+    }
+
+
+def sample_markdown(outcomes: Sequence[Outcome], k: int) -> str:
+    """The first `k` outcomes as unedited examples (what the model wrote, what was shown)."""
+    parts = []
+    for o in outcomes[:k]:
+        shown = "(nothing shown)" if not o.shown else o.shown
+        parts.append(
+            f"- `{o.crate}` {o.path}:{o.line + 1}:{o.col + 1}\n"
+            f"  - line so far: `{o.line_prefix.strip()}`\n"
+            f"  - deleted rest: `{o.expected}`\n"
+            f"  - model (raw): `{o.raw.split(chr(10), 1)[0]}`"
+            f"{' ...' if chr(10) in o.raw.strip() else ''}\n"
+            f"  - shown: `{shown.split(chr(10), 1)[0]}`{' ...' if chr(10) in shown else ''}"
+            f"{'  (exact)' if o.exact else ''}")
+    return "\n".join(parts)
+
+
+def bench_completions(argv: Sequence[str] | None = None) -> int:
+    """`hybrid-lsp bench completions ...` (see the module docstring)."""
+    from hybrid_lsp.cli import default_model_path
+
+    ap = argparse.ArgumentParser(prog="hybrid-lsp bench completions", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--corpus", type=Path, default=Path(".cache/corpus"))
+    ap.add_argument("--positions", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--budget", type=int, default=2048, help="context budget in tokens")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--backend", choices=("auto", "torch", "llama"), default="llama")
+    ap.add_argument("--samples", type=int, default=10)
+    ap.add_argument("--json", action="store_true", help="one JSON object with every outcome")
+    a = ap.parse_args(argv)
+    model = a.model or default_model_path()
+    try:
+        files = load_test_crates(a.corpus)
+    except OSError as e:
+        print(f"error: no test split under {a.corpus} ({e}); build the corpus first "
+              "(python -m engine.data.corpus all)", file=sys.stderr)
+        return 2
+    from engine.backends import select_backend
+    from engine.gguf_io import read_model_info
+
+    info = read_model_info(model)
+    engine = select_backend(a.backend, model, info=info,
+                            n_ctx=max(4096, a.budget + a.max_tokens + 64))
+    outcomes: list[Outcome] = []
+    try:
+        positions = sample_positions(files, a.positions, a.seed)
+        for i, pos in enumerate(positions, 1):
+            outcomes.append(run_position(pos, files[pos.crate], engine, info.tokenizer,
+                                         a.budget, a.max_tokens))
+            print(f"\r{i}/{len(positions)} positions", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+    finally:
+        engine.close()
+    summary = summarize(outcomes)
+    summary.update(model=str(model), model_name=info.name, backend=engine.name,
+                   budget=a.budget, seed=a.seed)
+    if a.json:
+        print(json.dumps({**summary, "outcomes": [
+            {**asdict(o), "ok": o.ok, "exact": o.exact, "prefix": o.prefix}
+            for o in outcomes]}))
+        return 0
+    n = summary["positions"]
+    print(f"model {info.name} ({Path(model).name}), backend {engine.name}, context budget "
+          f"{a.budget}, {n} positions in {summary['crates']} test crates (seed {a.seed})")
+    print(f"shown, non-empty, no new tree-sitter errors: {summary['shown_ok']}/{n} "
+          f"({summary['shown_ok_share']:.0%})")
+    print(f"exact rest of line: {summary['exact_line']}/{n}; shown first line is a prefix of "
+          f"it: {summary['prefix_of_line']}/{n}")
+    print(f"engine latency p50 {summary['engine_ms_p50']:.0f} ms, p95 "
+          f"{summary['engine_ms_p95']:.0f} ms; prompt {summary['prompt_tokens_mean']:.0f} "
+          "tokens on average")
+    if a.samples:
+        print("\n" + sample_markdown(outcomes, a.samples))
+    return 0
