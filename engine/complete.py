@@ -115,11 +115,17 @@ def prompt_location(path: Path) -> tuple[str, str]:
     return path.name, ""
 
 
+def served_prompt(tok: Tokenizer, req: FimRequest, budget: int) -> tuple[list[int], str]:
+    """(token ids, healed text) of a served request: `heal_prefix`, then `fit_prompt`. The
+    generation takes the healed text as its `text_prefix` and `unheal_completion` takes it
+    off the model's text."""
+    prefix, healed = heal_prefix(tok, req.prefix)
+    healed_req = FimRequest(req.path, prefix, req.suffix, req.repo_name, req.context)
+    return fit_prompt(tok, healed_req, budget), healed
+
+
 def fit_prompt(tok: Tokenizer, req: FimRequest, budget: int) -> list[int]:
-    """`build_prompt(req)` of a served request, shrinking prefix (from the left) and suffix
-    (from the right) to fit; the prefix is healed (`heal_prefix`: the caller passes the
-    model's text through `unheal_completion`)."""
-    req = FimRequest(req.path, heal_prefix(req.prefix), req.suffix, req.repo_name, req.context)
+    """`build_prompt(req)`, shrinking prefix (from the left) and suffix (from the right) to fit."""
     ids = build_prompt(tok, req)
     if len(ids) <= budget:
         return ids
@@ -209,16 +215,16 @@ def complete_file(path: str | Path, line: int, col: int, *, model_path: str | Pa
         shown, repo = prompt_location(path)
         req = FimRequest(path=shown, prefix=text[:offset], suffix=text[offset:], repo_name=repo)
     try:
-        ids = fit_prompt(info.tokenizer, req, engine.n_ctx - max_tokens - 1)
+        ids, healed = served_prompt(info.tokenizer, req, engine.n_ctx - max_tokens - 1)
         gen = engine.generate(GenerationRequest(
             tokens=ids, max_tokens=max_tokens, sampling=sampling or SamplingSettings(),
-            deadline=deadline))
+            deadline=deadline, text_prefix=healed))
     finally:
         if isinstance(backend, str):
             engine.close()
     t2 = time.monotonic()
     return CompletionResult(
-        text=unheal_completion(gen.text, req.prefix), token_ids=gen.tokens,
+        text=unheal_completion(gen.text, healed), token_ids=gen.tokens,
         prompt_tokens=gen.prompt_tokens,
         evaluated_prompt_tokens=gen.evaluated_prompt_tokens, latency_ms=(t2 - t1) * 1e3,
         load_ms=(t1 - t0) * 1e3 if isinstance(backend, str) else 0.0, backend=engine.name,

@@ -137,6 +137,14 @@ class TextStream:
         return self.stopped
 
 
+def agreeing_tokens(vocab: Sequence[bytes], pending: bytes) -> np.ndarray:
+    """Mask of the tokens that may come next when the text must go on with `pending`:
+    those that start with it, or that it starts with (then more of it follows). Tokens
+    without text (control tokens, end of generation) never agree."""
+    return np.fromiter((bool(b) and (b.startswith(pending) or pending.startswith(b))
+                        for b in vocab), dtype=bool, count=len(vocab))
+
+
 def visible_bytes(token_bytes: Callable[[int], bytes],
                   special_ids: Iterable[int]) -> Callable[[int], bytes]:
     """`token_bytes` where special (control) tokens render as nothing, as llama.cpp does."""
@@ -181,6 +189,8 @@ def generate(request: GenerationRequest, steps: Steps, *, token_bytes: Callable[
     timings["prefill_s"] = t1 - t0
     rng = make_rng(request.sampling)
     pos = n_prompt
+    pending = request.text_prefix.encode("utf-8")
+    vocab: list[bytes] | None = None
     while True:
         if len(out) >= request.max_tokens:
             reason = STOP_MAX_TOKENS
@@ -188,7 +198,14 @@ def generate(request: GenerationRequest, steps: Steps, *, token_bytes: Callable[
         reason = interruption(request)
         if reason is not None:
             break
+        if pending:
+            if vocab is None:
+                vocab = [token_bytes(i) for i in range(len(logits))]
+            logits = np.where(agreeing_tokens(vocab, pending), logits, -np.inf)
         token = sample(logits, request.sampling, rng)
+        if pending:
+            got = token_bytes(token)
+            pending = pending[len(got):] if pending.startswith(got) else b""
         if token in stop_ids:
             reason = STOP_EOG
             break

@@ -106,24 +106,47 @@ def fim_tokens(tok: Tokenizer, prefix: str, suffix: str, *, order: str = "spm") 
     raise ValueError(f"Expected order in {FIM_ORDERS}, got {order!r}")
 
 
-def heal_prefix(prefix: str) -> str:
-    """The cursor prefix as served prompts send it: without one trailing space.
+#: Characters of the cursor's line that `heal_prefix` tokenizes (the last pre-token is what
+#: matters; longer lines are cut from the left).
+HEAL_WINDOW = 200
 
-    Token healing for the one case the tokenizer makes common: its GPT-2 pre-tokenizer
-    attaches a space to the word that follows (`let x = foo` is `let`, ` x`, ` =`, ` foo`),
-    so a prefix ending in a space (`let x = `, or indentation `\n        `) ends in a token
-    the model rarely saw before code, and it answers with more spaces or comments. Without
-    the space the model writes the space-led token itself; `unheal_completion` takes that
-    space off again. Training prompts are not healed (their cut points are random).
+
+def heal_prefix(tok: Tokenizer, prefix: str) -> tuple[str, str]:
+    """Token healing: (the prefix as the prompt sends it, the text taken off its end).
+
+    A prefix cut at the cursor often ends inside what training always saw as one token:
+    `Operat` of `OperationResult`, the trailing space of `let x = ` (the GPT-2 pre-tokenizer
+    attaches a space to the next word), the indentation of an empty line. Such an ending is
+    rare in training and the model answers with the wrong word, spaces or comments. So the
+    last token of the cursor's line comes off the prompt, and the generation must start
+    with its text (`GenerationRequest.text_prefix`, a constraint on the first tokens);
+    `unheal_completion` takes it off the model's text again. Nothing is healed at the start
+    of a line, across a newline, or when the last token is not whole UTF-8 text.
+    Training prompts are not healed (their cut points are random).
     """
-    return prefix[:-1] if prefix.endswith(" ") else prefix
+    line = prefix[prefix.rfind("\n") + 1:][-HEAL_WINDOW:]
+    if not line:
+        return prefix, ""
+    ids = tok.encode(line)
+    if not ids:
+        return prefix, ""
+    raw = tok.token_bytes(ids[-1])
+    try:
+        last = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return prefix, ""
+    if not last or "\n" in last or not prefix.endswith(last):
+        return prefix, ""
+    return prefix[: len(prefix) - len(last)], last
 
 
-def unheal_completion(completion: str, prefix: str) -> str:
-    """The model's text for the document, when the prompt held `heal_prefix(prefix)`: the
-    space the document already has before the cursor is taken off its front."""
-    if prefix.endswith(" ") and completion.startswith(" "):
-        return completion[1:]
+def unheal_completion(completion: str, healed: str) -> str:
+    """The model's text for the document when the prompt was healed by `healed` (the
+    generation starts with it; the document already has it)."""
+    if completion.startswith(healed):
+        return completion[len(healed):]
+    if healed.startswith(completion):
+        return ""  # stopped inside the healed text
     return completion
 
 

@@ -61,6 +61,7 @@ class Generate(msgspec.Struct, tag=True):
     budget_s: float | None = None    # deadline relative to receipt
     stop_strings: list[str] = []
     warm: bool = False
+    text_prefix: str = ""            # token healing: the text must start with this
 
 
 class Cancel(msgspec.Struct, tag=True):
@@ -275,7 +276,7 @@ class Worker:
         deadline = None if req.budget_s is None else time.monotonic() + req.budget_s
         gen = self._backend.generate(GenerationRequest(
             tokens=req.tokens, max_tokens=req.max_tokens, deadline=deadline,
-            stop_strings=tuple(req.stop_strings), cancel=event))
+            stop_strings=tuple(req.stop_strings), cancel=event, text_prefix=req.text_prefix))
         t = gen.timings
         return Result(id=req.id, text=gen.text, truncated=gen.truncated,
                       stop_reason=gen.stop_reason, prompt_tokens=gen.prompt_tokens,

@@ -151,7 +151,7 @@ def run_position(pos: Position, files: dict[str, str], engine, tok, budget: int,
                  max_tokens: int) -> Outcome:
     """The server's pipeline at one position: context, prompt, generation, post-processing."""
     from engine.backends import GenerationRequest
-    from engine.complete import fit_prompt
+    from engine.complete import served_prompt
     from engine.data.documents import Repo
     from engine.prompt import (
         ContextFile,
@@ -175,13 +175,13 @@ def run_position(pos: Position, files: dict[str, str], engine, tok, budget: int,
                      tuple(ContextFile(p, t) for p, t in ctx.context_files()))
     offset = pos.offset
     stops, limit = generation_limits(pos.text, offset, max_tokens)
-    ids = fit_prompt(tok, req, min(budget, engine.n_ctx - limit - 1))
+    ids, healed = served_prompt(tok, req, min(budget, engine.n_ctx - limit - 1))
     t0 = time.perf_counter()
     gen = engine.generate(GenerationRequest(tokens=ids, max_tokens=limit,
-                                            stop_strings=tuple(stops)))
+                                            stop_strings=tuple(stops), text_prefix=healed))
     ms = (time.perf_counter() - t0) * 1e3
     raw = unheal_completion(cut_at_markers(gen.text, tuple(special_token_strings().values())),
-                            pos.text[:offset])
+                            healed)
     shown = clean_completion(raw, pos.text, offset)
     before = error_count(pos.text)
     after = error_count(pos.text[:offset] + (shown or "") + pos.text[offset:])

@@ -96,11 +96,12 @@ class PromptBuilder:
     def count(self, text: str) -> int:
         return len(self.tok.encode(text))
 
-    def build(self, req: FimRequest, budget: int) -> list[int]:
-        """The prompt for `req`; the file is cut around the cursor to fit `budget`."""
-        from engine.complete import fit_prompt
+    def build(self, req: FimRequest, budget: int) -> tuple[list[int], str]:
+        """(prompt ids, healed text) for `req`: the prefix token-healed
+        (`engine.prompt.heal_prefix`), the file cut around the cursor to fit `budget`."""
+        from engine.complete import served_prompt
 
-        return fit_prompt(self.tok, req, budget)
+        return served_prompt(self.tok, req, budget)
 
     def warm_prefix(self, repo: str, context: tuple[ContextFile, ...], path: str) -> list[int]:
         """The part of every prompt for `path` that does not depend on the cursor."""

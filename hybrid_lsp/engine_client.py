@@ -311,7 +311,8 @@ class EngineClient:
 
     async def generate(self, tokens: Sequence[int], *, max_tokens: int, budget_s: float | None,
                        stop_strings: Sequence[str] = (), warm: bool = False,
-                       cancel: asyncio.Event | None = None) -> Result | None:
+                       cancel: asyncio.Event | None = None,
+                       text_prefix: str = "") -> Result | None:
         """Run one generation; None when cancelled. Raises EngineUnavailable."""
         if self.state != READY:
             raise EngineUnavailable(f"engine is {self.state}" +
@@ -325,7 +326,7 @@ class EngineClient:
         try:
             await self._send(Generate(id=req_id, tokens=list(tokens), max_tokens=max_tokens,
                                       budget_s=budget_s, stop_strings=list(stop_strings),
-                                      warm=warm))
+                                      warm=warm, text_prefix=text_prefix))
             done, _ = await asyncio.wait({fut, waiter} - {None}, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
             if fut in done:

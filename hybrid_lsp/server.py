@@ -326,7 +326,7 @@ class HybridLanguageServer(LanguageServer):
                           repo_name=ctx.repo_name,
                           context=tuple(ContextFile(p, t) for p, t in ctx.context_files()))
 
-    def _build_ids(self, uri: str, text: str, offset: int) -> list[int]:
+    def _build_ids(self, uri: str, text: str, offset: int) -> tuple[list[int], str]:
         return self.prompts.build(self._request(uri, text, offset),
                                   self.settings.completion.context_budget_tokens)
 
@@ -464,10 +464,11 @@ class HybridLanguageServer(LanguageServer):
         await asyncio.sleep(self.settings.completion.debounce_ms / 1e3)
         if slot.cancel.is_set():
             return None
-        res = await self._generate(uri, text, offset, slot)
-        if res is None:
+        generated = await self._generate(uri, text, offset, slot)
+        if generated is None:
             return None
-        raw = unheal_completion(cut_at_markers(res.text, SPECIAL_TEXTS), text[:offset])
+        res, healed = generated
+        raw = unheal_completion(cut_at_markers(res.text, SPECIAL_TEXTS), healed)
         cleaned = await asyncio.to_thread(clean_completion, raw, text, offset)
         if self.settings.log.include_text:  # a debug setting: `hybrid-lsp bench serve --trace`
             log.info("%s%s", TRACE_PREFIX, json.dumps({
@@ -481,18 +482,19 @@ class HybridLanguageServer(LanguageServer):
         return cleaned, offset, text, detail
 
     async def _generate(self, uri: str, text: str, offset: int, slot: _Slot):
-        """The engine's answer (special-token text cut off), or None."""
+        """(the engine's answer, the text token healing took off the prompt), or None."""
         c = self.settings.completion
         if self.engine is None or self.prompts is None:
             return None
         if not await self.engine.wait_ready(c.latency_budget_ms / 1e3):
             return None
-        ids = await asyncio.to_thread(self._build_ids, uri, text, offset)
+        ids, healed = await asyncio.to_thread(self._build_ids, uri, text, offset)
         stops, max_tokens = generation_limits(text, offset, c.max_tokens)
         try:
             res = await self.engine.generate(ids, max_tokens=max_tokens,
                                              budget_s=c.latency_budget_ms / 1e3,
-                                             stop_strings=stops, cancel=slot.cancel)
+                                             stop_strings=stops, cancel=slot.cancel,
+                                             text_prefix=healed)
         except EngineUnavailable as e:
             log.warning("no completion: %s", e)
             return None
@@ -501,7 +503,7 @@ class HybridLanguageServer(LanguageServer):
         log.info("completion: %d prompt tokens (%d evaluated), %d generated (%s), %.0f ms "
                  "engine", res.prompt_tokens, res.evaluated_prompt_tokens,
                  res.generated_tokens, res.stop_reason, res.total_ms)
-        return res
+        return res, healed
 
     # -- cache warming -------------------------------------------------------------------
     def note_cursor(self, uri: str, offset: int) -> None:
@@ -664,16 +666,16 @@ class HybridLanguageServer(LanguageServer):
             return None
         self.cancel_warm()
         req = FimRequest(path="lib.rs", prefix=prefix, suffix=suffix)
-        ids = await asyncio.to_thread(self.prompts.build, req, c.context_budget_tokens)
+        ids, healed = await asyncio.to_thread(self.prompts.build, req, c.context_budget_tokens)
         try:
             res = await self.engine.generate(ids, max_tokens=c.max_tokens * 2,
                                              budget_s=c.latency_budget_ms / 1e3,
-                                             stop_strings=[stop])
+                                             stop_strings=[stop], text_prefix=healed)
         except EngineUnavailable:
             return None
         if res is None:
             return None
-        return unheal_completion(cut_at_markers(res.text, SPECIAL_TEXTS), prefix)
+        return unheal_completion(cut_at_markers(res.text, SPECIAL_TEXTS), healed)
 
     # -- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

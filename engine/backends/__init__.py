@@ -78,6 +78,9 @@ class GenerationRequest:
     `stop_ids=None` means the model's end-of-generation ids (the tokenizer's `eog_ids`);
     an explicit set replaces them. `deadline` is a `time.monotonic()` value. A request
     whose `cancel` event is set, or whose deadline has passed, never starts.
+    `text_prefix` (token healing, `engine.prompt.heal_prefix`): the generated text must
+    start with it; the first tokens are restricted to those that agree with it, and it is
+    part of the result's text.
     """
 
     tokens: Sequence[int]
@@ -87,6 +90,7 @@ class GenerationRequest:
     stop_strings: tuple[str, ...] = ()
     deadline: float | None = None
     cancel: threading.Event | None = None
+    text_prefix: str = ""
 
     def __post_init__(self) -> None:
         if len(self.tokens) == 0:

@@ -229,3 +229,54 @@ def test_backend_choice():
     assert resolve_backend_name("torch", cuda=False) == "torch"
     with pytest.raises(ValueError):
         resolve_backend_name("onnx")
+
+
+# -- token healing: text_prefix -----------------------------------------------------------
+
+class ScoredSteps(ScriptedSteps):
+    """Fixed logits at every step: prefers `order[0]`, then `order[1]`, ..."""
+
+    def __init__(self, order: list[int]):
+        super().__init__([0] * 100)
+        self.scores = np.zeros(VOCAB, dtype=np.float32)
+        for rank, tid in enumerate(order):
+            self.scores[tid] = 10.0 - rank
+
+    def prefill(self, tokens, request):
+        super().prefill(tokens, request)
+        return self.scores.copy()
+
+    def decode_one_token(self, token, request):
+        self.decoded.append(token)
+        return self.scores.copy()
+
+
+HEAL_BYTES = {0: b"a", 1: b"ab", 2: b"b", 3: b"abc", 4: b"", 5: b"x", 6: b"c", 7: b"q"}
+
+
+def heal_run(order, text_prefix, max_tokens=3):
+    steps = ScoredSteps(order)
+    req = GenerationRequest(tokens=[7], max_tokens=max_tokens, text_prefix=text_prefix,
+                            stop_ids=frozenset({4}))
+    return generate(req, steps, token_bytes=HEAL_BYTES.__getitem__, eog_ids=frozenset({4}))
+
+
+def test_text_prefix_restricts_the_first_tokens():
+    # The model prefers "x", then the end of generation; the text must start with "ab".
+    gen = heal_run([5, 4, 1, 0, 2, 3], "ab")
+    assert gen.text.startswith("ab")
+    assert gen.tokens[0] == 1  # "ab": the best-scored token that agrees with "ab"
+    assert gen.text == "abxx"  # after the constraint, the model's own choice again
+
+
+def test_text_prefix_spanning_tokens_and_longer_tokens():
+    # "a" agrees (then "b" must follow); "abc" agrees too (it starts with "ab").
+    gen = heal_run([0, 2, 5], "ab")
+    assert gen.tokens[:2] == [0, 2] and gen.text.startswith("ab")
+    gen = heal_run([3, 5], "ab")
+    assert gen.tokens[0] == 3 and gen.text.startswith("abc")
+
+
+def test_no_text_prefix_changes_nothing():
+    gen = heal_run([5, 4], "")
+    assert gen.tokens == [5, 5, 5]

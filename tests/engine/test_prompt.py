@@ -138,31 +138,33 @@ def test_check_prompt_format() -> None:
     assert issubclass(UnsupportedPromptFormat, ValueError)
 
 
-def test_heal_prefix_drops_one_trailing_space() -> None:
+def test_heal_prefix_takes_off_the_last_token_of_the_line(tok: Tokenizer) -> None:
     from engine.prompt import heal_prefix
 
-    assert heal_prefix("let x = ") == "let x ="
-    assert heal_prefix("fn f() {\n        ") == "fn f() {\n       "  # 7 + " let" as trained
-    assert heal_prefix("let x =") == "let x ="
-    assert heal_prefix("\t\t") == "\t\t"  # tabs tokenize the same before code
-    assert heal_prefix("") == ""
+    for prefix in ("let x = ", "fn f() {\n        ", "let value = Operat", "self.", "let mut"):
+        kept, healed = heal_prefix(tok, prefix)
+        assert healed and kept + healed == prefix and "\n" not in healed
+        last = tok.encode(prefix[prefix.rfind("\n") + 1:])[-1]
+        assert tok.token_bytes(last) == healed.encode()
+    assert heal_prefix(tok, "fn f() {\n") == ("fn f() {\n", "")  # start of a line
+    assert heal_prefix(tok, "") == ("", "")
 
 
-def test_unheal_takes_the_space_back_only_when_healed() -> None:
+def test_unheal_takes_the_healed_text_back() -> None:
     from engine.prompt import unheal_completion
 
-    assert unheal_completion(" foo(1);", "let x = ") == "foo(1);"
-    assert unheal_completion("foo(1);", "let x = ") == "foo(1);"
-    assert unheal_completion("\n    bar", "let x = ") == "\n    bar"
-    assert unheal_completion(" foo", "let x =") == " foo"  # not healed: kept
+    assert unheal_completion(" foo(1);", " ") == "foo(1);"
+    assert unheal_completion("OperationResult::Retry(e),", "Operat") == "ionResult::Retry(e),"
+    assert unheal_completion("Oper", "Operat") == ""  # stopped inside the healed text
+    assert unheal_completion("foo", "") == "foo"
 
 
-def test_served_prompt_is_healed_and_space_led_token_follows(tok: Tokenizer) -> None:
-    from engine.complete import fit_prompt
+def test_served_prompt_is_healed(tok: Tokenizer) -> None:
+    from engine.complete import fit_prompt, served_prompt
+    from engine.prompt import heal_prefix
 
     req = FimRequest(path="a.rs", prefix="let x = ", suffix="\n", repo_name="r")
-    healed = FimRequest(path="a.rs", prefix="let x =", suffix="\n", repo_name="r")
-    assert fit_prompt(tok, req, 10_000) == build_prompt(tok, healed)
-    # The healed prompt plus " foo" tokenizes like the natural text: the space leads a word.
-    natural = tok.encode("let x = foo")
-    assert tok.encode("let x =") + tok.encode(" foo") == natural
+    kept, healed = heal_prefix(tok, req.prefix)
+    ids, got = served_prompt(tok, req, 10_000)
+    assert got == healed
+    assert ids == fit_prompt(tok, FimRequest("a.rs", kept, "\n", "r"), 10_000)
