@@ -116,7 +116,11 @@ class TextStream:
     ends in a half character. When a stop string appears, `text` is cut before it.
     """
 
-    def __init__(self, token_bytes: Callable[[int], bytes], stop_strings: Sequence[str] = ()):
+    def __init__(self, token_bytes: Callable[[int], bytes], stop_strings: Sequence[str] = (),
+                 skip: int = 0):
+        """`skip`: stop strings are looked for only after this many characters (the
+        request's `text_prefix`, which the prompt already had)."""
+        self._skip = skip
         self._token_bytes = token_bytes
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stops = tuple(stop_strings)
@@ -126,7 +130,7 @@ class TextStream:
 
     def add(self, token: int) -> bool:
         """Append a token; True when the text now contains a stop string (then cut there)."""
-        start = max(0, len(self.text) - self._longest + 1)
+        start = max(self._skip, len(self.text) - self._longest + 1)
         self.text += self._decoder.decode(self._token_bytes(token))
         if not self._stops:
             return False
@@ -164,7 +168,7 @@ def generate(request: GenerationRequest, steps: Steps, *, token_bytes: Callable[
     n_prompt = len(request.tokens)
     stop_ids = eog_ids if request.stop_ids is None else request.stop_ids
     out: list[int] = []
-    stream = TextStream(token_bytes, request.stop_strings)
+    stream = TextStream(token_bytes, request.stop_strings, skip=len(request.text_prefix))
     timings = {"prefill_s": 0.0, "decode_s": 0.0}
 
     def result(reason: str, evaluated: int) -> Generation:

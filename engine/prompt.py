@@ -106,8 +106,8 @@ def fim_tokens(tok: Tokenizer, prefix: str, suffix: str, *, order: str = "spm") 
     raise ValueError(f"Expected order in {FIM_ORDERS}, got {order!r}")
 
 
-#: Characters of the cursor's line that `heal_prefix` tokenizes (the last pre-token is what
-#: matters; longer lines are cut from the left).
+#: Characters before the cursor that `heal_prefix` tokenizes (the last pre-token is what
+#: matters).
 HEAL_WINDOW = 200
 
 
@@ -120,14 +120,15 @@ def heal_prefix(tok: Tokenizer, prefix: str) -> tuple[str, str]:
     rare in training and the model answers with the wrong word, spaces or comments. So the
     last token of the cursor's line comes off the prompt, and the generation must start
     with its text (`GenerationRequest.text_prefix`, a constraint on the first tokens);
-    `unheal_completion` takes it off the model's text again. Nothing is healed at the start
-    of a line, across a newline, or when the last token is not whole UTF-8 text.
-    Training prompts are not healed (their cut points are random).
+    `unheal_completion` takes it off the model's text again. The last token may hold a
+    newline (the pre-tokenizer keeps `\n` and the indentation after it in one piece: a
+    cursor on an empty indented line ends in `\n` + spaces); nothing is healed when it is
+    not whole UTF-8 text. Training prompts are not healed (their cut points are random).
     """
-    line = prefix[prefix.rfind("\n") + 1:][-HEAL_WINDOW:]
-    if not line:
+    tail = prefix[-HEAL_WINDOW:]
+    if not tail:
         return prefix, ""
-    ids = tok.encode(line)
+    ids = tok.encode(tail)
     if not ids:
         return prefix, ""
     raw = tok.token_bytes(ids[-1])
@@ -135,7 +136,7 @@ def heal_prefix(tok: Tokenizer, prefix: str) -> tuple[str, str]:
         last = raw.decode("utf-8")
     except UnicodeDecodeError:
         return prefix, ""
-    if not last or "\n" in last or not prefix.endswith(last):
+    if not last or not prefix.endswith(last):
         return prefix, ""
     return prefix[: len(prefix) - len(last)], last
 

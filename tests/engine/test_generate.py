@@ -280,3 +280,13 @@ def test_text_prefix_spanning_tokens_and_longer_tokens():
 def test_no_text_prefix_changes_nothing():
     gen = heal_run([5, 4], "")
     assert gen.tokens == [5, 5, 5]
+
+
+def test_stop_strings_ignore_the_healed_text():
+    # The healed text "a\n" holds the stop string "\n": it belongs to the prompt, so only a
+    # newline the model writes after it stops the generation.
+    steps = ScoredSteps([3, 0])  # "\n" is token 3 in TOKEN_BYTES
+    req = GenerationRequest(tokens=[7], max_tokens=4, text_prefix="a\n",
+                            stop_strings=("\n",), stop_ids=frozenset({5}))
+    gen = generate(req, steps, token_bytes=TOKEN_BYTES.__getitem__, eog_ids=frozenset({5}))
+    assert gen.tokens[:2] == [0, 3] and gen.text == "a\n" and gen.stop_reason == STOP_STRING
