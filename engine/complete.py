@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,7 +181,8 @@ def complete_file(path: str | Path, line: int, col: int, *, model_path: str | Pa
                   deadline: float | None = None, time_limit_s: float | None = None,
                   sampling: SamplingSettings | None = None,
                   backend_options: dict | None = None,
-                  make_request: RequestBuilder | None = None) -> CompletionResult:
+                  make_request: RequestBuilder | None = None,
+                  stop_strings: Sequence[str] = ()) -> CompletionResult:
     """Complete `path` at 1-based (line, col) with the model file `model_path`.
 
     `backend` is a name (`auto`, `torch`, `llama`; built here) or a backend already
@@ -191,7 +192,7 @@ def complete_file(path: str | Path, line: int, col: int, *, model_path: str | Pa
     out of range (checked before the model is touched), ModelError for a model that
     cannot be used. `make_request(tokenizer, text, offset)` builds the FIM request with
     workspace context (the CLI wires the indexer in); without it the prompt holds the file
-    alone.
+    alone. `stop_strings` end the generation (the text is cut before them).
     """
     path = Path(path)
     text = read_source(path)
@@ -218,7 +219,7 @@ def complete_file(path: str | Path, line: int, col: int, *, model_path: str | Pa
         ids, healed = served_prompt(info.tokenizer, req, engine.n_ctx - max_tokens - 1)
         gen = engine.generate(GenerationRequest(
             tokens=ids, max_tokens=max_tokens, sampling=sampling or SamplingSettings(),
-            deadline=deadline, text_prefix=healed))
+            deadline=deadline, text_prefix=healed, stop_strings=tuple(stop_strings)))
     finally:
         if isinstance(backend, str):
             engine.close()

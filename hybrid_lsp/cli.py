@@ -110,8 +110,16 @@ def _budget(text: str) -> int:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    """`hybrid-lsp complete FILE:LINE:COL`: one completion from the file alone."""
-    from engine.complete import CompletionInputError, ModelError, complete_file
+    """`hybrid-lsp complete FILE:LINE:COL`: one completion, post-processed as the server
+    does (the syntactic unit at the cursor, balanced, nothing repeated from after the
+    cursor); `--raw` prints the model's text as generated."""
+    from engine.complete import (
+        CompletionInputError,
+        ModelError,
+        complete_file,
+        cursor_offset,
+        read_source,
+    )
 
     model = args.model if args.model is not None else default_model_path()
     limit = args.deadline_ms / 1e3 if args.deadline_ms else None
@@ -121,18 +129,34 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
         make_request = workspace_request_builder(Path(args.file), budget=args.budget)
     try:
+        source = read_source(args.file)
+        offset = cursor_offset(source, args.line, args.col, path=args.file)
+        stops: list[str] = []
+        max_tokens = args.max_tokens
+        if not args.raw:
+            from hybrid_lsp.postprocess import generation_limits
+
+            stops, max_tokens = generation_limits(source, offset, args.max_tokens)
         with stdout_to_stderr():
             result = complete_file(args.file, args.line, args.col, model_path=model,
-                                   backend=args.backend, max_tokens=args.max_tokens,
-                                   time_limit_s=limit, make_request=make_request)
+                                   backend=args.backend, max_tokens=max_tokens,
+                                   time_limit_s=limit, make_request=make_request,
+                                   stop_strings=stops)
     except (CompletionInputError, ModelError) as e:
         return fail(args, str(e), EXIT_BAD_INPUT)
     except Exception as e:  # a bug: the traceback goes to stderr, stdout stays one object
         log.exception("complete failed")
         return fail(args, f"internal error: {type(e).__name__}: {e}", EXIT_FAILURE)
+    shown = result.text
+    if not args.raw:
+        from engine.prompt import special_token_strings
+        from hybrid_lsp.postprocess import clean_completion, cut_at_markers
+
+        raw = cut_at_markers(result.text, tuple(special_token_strings().values()))
+        shown = clean_completion(raw, source, offset) or ""
     if args.json:
         emit_json({
-            "text": result.text, "latency_ms": round(result.latency_ms, 3),
+            "text": shown, "raw": result.text, "latency_ms": round(result.latency_ms, 3),
             "backend": result.backend, "model": result.model, "truncated": result.truncated,
             "demo": result.demo, "tokens": result.tokens, "prompt_tokens": result.prompt_tokens,
             "evaluated_prompt_tokens": result.evaluated_prompt_tokens,
@@ -142,7 +166,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
         })
         return EXIT_OK
     out = sys.stdout
-    out.write(result.text if result.text.endswith("\n") else result.text + "\n")
+    if not shown and not args.raw:
+        out.write("(no completion: the model's text did not fit here; --raw shows it)\n")
+    else:
+        out.write(shown if shown.endswith("\n") else shown + "\n")
     note = f" [{DEMO_NOTE}]" if result.demo else ""
     cut = f", truncated ({result.stop_reason})" if result.truncated else ""
     out.write(f"-- {result.tokens} tokens in {result.latency_ms:.0f} ms{cut}; backend "
@@ -201,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "server's default, sized for the CPU)")
     p.add_argument("--no-context", action="store_true",
                    help="prompt with the file alone, without workspace context")
+    p.add_argument("--raw", action="store_true",
+                   help="print the model's text as generated, without the server's "
+                        "post-processing")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_complete)
 

@@ -163,3 +163,27 @@ def test_console_script_points_at_main():
     if exe:  # installed (pip install -e .): the script runs the same main
         proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0 and "hybrid-lsp" in proc.stdout
+
+
+@pytest.mark.llama
+def test_complete_shows_the_post_processed_text_and_raw_on_request(source):
+    """The default model through the CLI: `text` is what the server would show (parses
+    where the model's raw text was inserted, no new tree-sitter errors), `raw` what the
+    model wrote; `--raw` prints the latter."""
+    llama_cpp_or_skip()
+    from hybrid_lsp.postprocess import error_count
+
+    where = f"{source}:6:13"
+    proc = hybrid_lsp("complete", where, "--backend", "llama", "--max-tokens", "24", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = one_json_object(proc.stdout)
+    text = Path(source).read_text()
+    lines = text.split("\n")
+    offset = sum(len(x) + 1 for x in lines[:5]) + 12
+    if out["text"]:
+        assert out["text"] == out["text"].rstrip() and "<|" not in out["text"]
+        assert error_count(text[:offset] + out["text"] + text[offset:]) <= error_count(text)
+    raw = hybrid_lsp("complete", where, "--backend", "llama", "--max-tokens", "24", "--raw")
+    assert raw.returncode == 0, raw.stderr
+    # Greedy decoding: the unrestricted generation starts like the restricted one.
+    assert raw.stdout.startswith(out["raw"].split("\n")[0])
