@@ -1,5 +1,5 @@
 """The embedded default model through the real server: at pinned typing positions in the
-fixture crate, at least one completion survives post-processing and is shown.
+fixture crate, a completion survives post-processing and is shown at all but at most one.
 
 Deterministic: the engine decodes greedily (the default), the positions are fixed, and the
 prompt comes from the fixture crate's index. A model's text may be dropped at some
@@ -67,4 +67,6 @@ async def test_default_model_shows_completions(tmp_path: Path) -> None:
                 assert got.strip() and got == got.rstrip() and "<|" not in got
                 assert error_count(text[:offset] + got + text[offset:]) <= error_count(text)
                 shown.append(got)
-    assert shown, "the default model showed no completion at any pinned position"
+    # The shipped model showed a completion at all 6 positions when this was written
+    # (2026-11-23); a regression in the prompt, healing or post-processing shows here.
+    assert len(shown) >= len(POSITIONS) - 1, f"shown at {len(shown)} positions: {shown}"
