@@ -2,6 +2,7 @@
 
     hybrid-lsp bench completions [--model M] [--corpus .cache/corpus] [--positions 50]
                                  [--budget 2048] [--backend llama] [--samples 10] [--json]
+                                 [--no-peer] [--no-write]
 
 Samples `--positions` cursor positions in the test crates of the training corpus (seeded;
 round-robin over crates, then a random file, then a random line inside a function body
@@ -12,13 +13,17 @@ then FIM), the engine generates with the server's stop strings and token limit, 
 server's post-processing (`clean_completion`) decides what is shown. Reports the share of
 positions that show a non-empty completion leaving the file with no more tree-sitter
 errors than before (checked again here), exact and prefix matches of the deleted rest of
-the line, and engine latency; `--samples` prints that many unedited examples.
+the line, and engine latency; `--samples` prints that many unedited examples. The peer,
+measured in the same run on the same positions: the prompt with the current file alone (no
+workspace context), as a plain FIM completer would send it. The figures, with the CPU name,
+replace this benchmark's section of docs/BENCHMARKS.md unless `--no-write`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -148,8 +153,9 @@ def load_test_crates(corpus: Path) -> dict[str, dict[str, str]]:
 
 
 def run_position(pos: Position, files: dict[str, str], engine, tok, budget: int,
-                 max_tokens: int) -> Outcome:
-    """The server's pipeline at one position: context, prompt, generation, post-processing."""
+                 max_tokens: int, context: bool = True) -> Outcome:
+    """The server's pipeline at one position: context, prompt, generation, post-processing.
+    Without `context`, the prompt holds the current file alone (the peer)."""
     from engine.backends import GenerationRequest
     from engine.complete import served_prompt
     from engine.data.documents import Repo
@@ -168,12 +174,16 @@ def run_position(pos: Position, files: dict[str, str], engine, tok, budget: int,
     from hybrid_lsp.train_data import RepoContext
 
     name, _, version = pos.crate.partition("/")
-    repo_files = tuple((p, pos.text if p == pos.path else t) for p, t in sorted(files.items()))
-    ctx = RepoContext(tok, Repo(name, version, repo_files)).assembler.assemble(
-        pos.path, pos.text, pos.line, pos.col, budget=budget)
-    req = FimRequest(ctx.path, ctx.prefix, ctx.suffix, ctx.repo_name,
-                     tuple(ContextFile(p, t) for p, t in ctx.context_files()))
     offset = pos.offset
+    if context:
+        repo_files = tuple((p, pos.text if p == pos.path else t)
+                           for p, t in sorted(files.items()))
+        ctx = RepoContext(tok, Repo(name, version, repo_files)).assembler.assemble(
+            pos.path, pos.text, pos.line, pos.col, budget=budget)
+        req = FimRequest(ctx.path, ctx.prefix, ctx.suffix, ctx.repo_name,
+                         tuple(ContextFile(p, t) for p, t in ctx.context_files()))
+    else:
+        req = FimRequest(pos.path, pos.text[:offset], pos.text[offset:], name)
     stops, limit = generation_limits(pos.text, offset, max_tokens)
     ids, healed = served_prompt(tok, req, min(budget, engine.n_ctx - limit - 1))
     t0 = time.perf_counter()
@@ -223,6 +233,44 @@ def sample_markdown(outcomes: Sequence[Outcome], k: int) -> str:
     return "\n".join(parts)
 
 
+SECTION = "## Completions on held-out crates (`hybrid-lsp bench completions`)"
+
+
+def section_text(served: dict, peer: dict | None, samples_md: str) -> str:
+    """The docs/BENCHMARKS.md section for a run (served pipeline and file-only peer)."""
+    rows = [("shown, non-empty, no new tree-sitter errors (target >= 80% served)",
+             "shown_ok", True), ("exact rest of the line", "exact_line", True),
+            ("shown first line a prefix of the rest of the line", "prefix_of_line", True)]
+    n = served["positions"]
+    head = "| | served (indexer context) |" + (" file only (peer) | served / peer |"
+                                                if peer else "")
+    lines = [SECTION, "", f"`hybrid-lsp bench completions` (seed {served['seed']}): "
+             f"{n} cursor positions in {served['crates']} test crates (a random line inside a "
+             "function body, the cursor inside it, the rest of the line deleted), model "
+             f"`{Path(served['model']).name}` on {served['backend']}, the server's pipeline "
+             f"(context budget {served['budget']} tokens, token healing, stop strings, "
+             "`clean_completion`); the peer prompts with the current file alone. CPU: "
+             f"{served['cpu']}, load average {served['load_average'][0]:.2f} at the start, "
+             f"{served['load_average'][1]:.2f} at the end.", "", head,
+             "|---|---|" + ("---|---|" if peer else "")]
+    for label, key, _ in rows:
+        row = f"| {label} | {served[key]} / {n} ({served[key] / n:.0%}) |"
+        if peer:
+            ratio = f"{served[key] / peer[key]:.2f}x" if peer[key] else "-"
+            row += f" {peer[key]} / {n} ({peer[key] / n:.0%}) | {ratio} |"
+        lines.append(row)
+    row = (f"| engine time p50 / p95 | {served['engine_ms_p50']:.0f} / "
+           f"{served['engine_ms_p95']:.0f} ms ({served['prompt_tokens_mean']:.0f} prompt "
+           "tokens) |")
+    if peer:
+        row += (f" {peer['engine_ms_p50']:.0f} / {peer['engine_ms_p95']:.0f} ms "
+                f"({peer['prompt_tokens_mean']:.0f} prompt tokens) | |")
+    lines.append(row)
+    if samples_md:
+        lines += ["", "Unedited samples (served):", "", samples_md]
+    return "\n".join(lines) + "\n"
+
+
 def bench_completions(argv: Sequence[str] | None = None) -> int:
     """`hybrid-lsp bench completions ...` (see the module docstring)."""
     from hybrid_lsp.cli import default_model_path
@@ -238,6 +286,11 @@ def bench_completions(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--backend", choices=("auto", "torch", "llama"), default="llama")
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--json", action="store_true", help="one JSON object with every outcome")
+    ap.add_argument("--no-peer", action="store_true",
+                    help="skip the file-only peer (same positions, prompt without context)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs"
+                    / "BENCHMARKS.md", help="where the section goes")
+    ap.add_argument("--no-write", action="store_true", help="do not update --out")
     a = ap.parse_args(argv)
     model = a.model or default_model_path()
     try:
@@ -252,21 +305,34 @@ def bench_completions(argv: Sequence[str] | None = None) -> int:
     info = read_model_info(model)
     engine = select_backend(a.backend, model, info=info,
                             n_ctx=max(4096, a.budget + a.max_tokens + 64))
+    from hybrid_lsp.bench_serve import cpu_name, write_section
+
     outcomes: list[Outcome] = []
+    peer_outcomes: list[Outcome] = []
+    load_start = os.getloadavg()[0]
     try:
         positions = sample_positions(files, a.positions, a.seed)
         for i, pos in enumerate(positions, 1):
             outcomes.append(run_position(pos, files[pos.crate], engine, info.tokenizer,
                                          a.budget, a.max_tokens))
+            if not a.no_peer:
+                peer_outcomes.append(run_position(pos, files[pos.crate], engine,
+                                                  info.tokenizer, a.budget, a.max_tokens,
+                                                  context=False))
             print(f"\r{i}/{len(positions)} positions", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     finally:
         engine.close()
     summary = summarize(outcomes)
     summary.update(model=str(model), model_name=info.name, backend=engine.name,
-                   budget=a.budget, seed=a.seed)
+                   budget=a.budget, seed=a.seed, cpu=cpu_name(),
+                   load_average=[round(load_start, 2), round(os.getloadavg()[0], 2)])
+    peer = summarize(peer_outcomes) if peer_outcomes else None
+    if not a.no_write:
+        write_section(a.out, section_text(summary, peer, sample_markdown(outcomes, a.samples)),
+                      SECTION)
     if a.json:
-        print(json.dumps({**summary, "outcomes": [
+        print(json.dumps({**summary, "peer": peer, "outcomes": [
             {**asdict(o), "ok": o.ok, "exact": o.exact, "prefix": o.prefix}
             for o in outcomes]}))
         return 0
@@ -280,6 +346,11 @@ def bench_completions(argv: Sequence[str] | None = None) -> int:
     print(f"engine latency p50 {summary['engine_ms_p50']:.0f} ms, p95 "
           f"{summary['engine_ms_p95']:.0f} ms; prompt {summary['prompt_tokens_mean']:.0f} "
           "tokens on average")
+    if peer:
+        print(f"peer, the file alone: shown {peer['shown_ok']}/{n}, exact {peer['exact_line']}, "
+              f"prefix {peer['prefix_of_line']}; served/peer shown "
+              f"{summary['shown_ok'] / max(1, peer['shown_ok']):.2f}x, exact "
+              f"{summary['exact_line'] / max(1, peer['exact_line']):.2f}x")
     if a.samples:
         print("\n" + sample_markdown(outcomes, a.samples))
     return 0

@@ -309,11 +309,12 @@ raw model text and the text shown).
 """
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the "## Server" section of `path`, leaving the rest alone."""
+def write_section(path: Path, text: str, section: str = SECTION) -> None:
+    """Replace (or append) the `section` heading's section of `path` ("## Server" by
+    default), leaving the rest alone."""
     old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     lines = old.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
+    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == section), None)
     if start is None:
         new = old.rstrip("\n") + "\n\n" + text
     else:

@@ -1,0 +1,50 @@
+"""hybrid_lsp.bench_completions: position sampling and the report (no model needed)."""
+
+from __future__ import annotations
+
+from hybrid_lsp.bench_completions import SECTION, body_lines, sample_positions, section_text
+
+SRC = """fn alpha(x: u32) -> u32 {
+    let doubled = x * 2;
+    doubled + 1
+}
+
+// a comment line that is not in a body
+struct S;
+
+fn beta() {
+    // only a comment
+    let name = String::from("beta");
+}
+"""
+
+
+def test_body_lines_are_code_inside_function_bodies() -> None:
+    assert body_lines(SRC) == [1, 2, 10]
+
+
+def test_sampled_positions_delete_the_rest_of_a_body_line() -> None:
+    files = {"c/1.0": {"src/lib.rs": SRC}, "d/2.0": {"src/main.rs": SRC}}
+    positions = sample_positions(files, 4, seed=1)
+    assert len(positions) == 4 and {p.crate for p in positions} == set(files)
+    assert positions == sample_positions(files, 4, seed=1)  # seeded
+    for p in positions:
+        original = files[p.crate][p.path].split("\n")[p.line]
+        kept = p.text.split("\n")[p.line]
+        assert p.line in body_lines(SRC) and kept + p.expected == original.rstrip()
+        assert kept.strip() and p.expected  # something typed, something to complete
+        assert p.text[p.offset - len(kept):p.offset] == kept
+
+
+def test_section_reports_served_peer_and_ratio() -> None:
+    base = {"positions": 10, "crates": 10, "seed": 0, "model": "/x/m.gguf", "backend": "llama",
+            "budget": 2048, "cpu": "Test CPU, 2 cores", "load_average": [0.5, 0.7],
+            "engine_ms_p50": 900.0, "engine_ms_p95": 1200.0, "prompt_tokens_mean": 1600}
+    served = {**base, "shown_ok": 9, "exact_line": 4, "prefix_of_line": 5}
+    peer = {**base, "shown_ok": 6, "exact_line": 2, "prefix_of_line": 3,
+            "prompt_tokens_mean": 800}
+    text = section_text(served, peer, "")
+    assert text.startswith(SECTION + "\n") and "Test CPU, 2 cores" in text
+    assert "| 9 / 10 (90%) | 6 / 10 (60%) | 1.50x |" in text
+    assert "| 4 / 10 (40%) | 2 / 10 (20%) | 2.00x |" in text
+    assert "served / peer" not in section_text(served, None, "")
