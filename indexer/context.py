@@ -100,6 +100,11 @@ DEFINITION_MAX_SHARE = 0.25
 CHUNK_CACHE_MAX = 50_000
 #: Sources and FIM cut lines of file versions kept before those caches are cleared.
 SOURCE_CACHE_MAX = 512
+#: Workspaces with at most this much source have every line of every file counted when an
+#: index generation is built (one tokenizer batch; later generations count only the files
+#: they changed), so that the cursor's first visit to a file costs look-ups. Larger ones
+#: count a file's lines on its first visit.
+PRECOUNT_MAX_BYTES = 8_000_000
 
 _TYPE_KINDS = frozenset({"struct", "enum", "union", "trait", "type"})
 
@@ -221,6 +226,10 @@ class ContextAssembler:
         self._bytes: dict[tuple[str, str], bytes] = {}
         self._cuts: dict[tuple[str, str], list[int]] = {}
         self._repo: _RepoPart | None = None
+        #: (path, content hash) -> the indexed text's lines and their exact counts, counted
+        #: per generation (`PRECOUNT_MAX_BYTES`); handed to `count` on the first visit.
+        self._precounted: dict[tuple[str, str], tuple[list[str], list[int]]] = {}
+        self._seeded: set[tuple[str, str]] = set()     # precounted and handed over
         self.recomputations = 0
 
     # -- named events ----------------------------------------------------------------------
@@ -257,6 +266,11 @@ class ContextAssembler:
         key = (path, key_item, budget)
         recomputed = False
         repo = self._repo
+        if fi is not None and self._precounted:
+            pre = self._precounted.pop((path, fi.content_hash), None)
+            if pre is not None:
+                self.count.seed(*pre)
+                self._seeded.add((path, fi.content_hash))
         counts = self.count.lines(lines)
         if repo is None or repo.key != key or not self._still_valid(repo):
             file_now = sum(counts)
@@ -321,6 +335,8 @@ class ContextAssembler:
                 self.mapper.index = snap
                 self.mapper.warm(fi for p in self._graph.paths
                                  if (fi := snap.records.get(p)) is not None)
+                self.mapper.prepare(self._graph)
+                self._precount(snap)
             finally:
                 # Leave the long-lived records out of later collections (a full pass over
                 # them, on the first request after the build, took over a second).
@@ -328,6 +344,30 @@ class ContextAssembler:
                 if was_enabled:
                     gc.enable()
         return self._resolver, self._graph
+
+    def _precount(self, snap: _Snapshot) -> None:
+        """Count the lines of the generation's workspace files not counted yet (all of them
+        in one tokenizer batch), when the workspace is at most `PRECOUNT_MAX_BYTES`."""
+        files = [fi for fi in snap.records.values() if not fi.read_only]
+        if sum(fi.size for fi in files) > PRECOUNT_MAX_BYTES:
+            self._precounted.clear()
+            self._seeded.clear()
+            return
+        keep = {(fi.path, fi.content_hash) for fi in files}
+        self._precounted = {k: v for k, v in self._precounted.items() if k in keep}
+        self._seeded &= keep
+        todo: list[tuple[tuple[str, str], list[str]]] = []
+        for fi in files:
+            key = (fi.path, fi.content_hash)
+            if key not in self._precounted and key not in self._seeded:
+                text = snap.text(fi.path)
+                if text is not None:
+                    todo.append((key, split_lines(text)))
+        if not todo:
+            return
+        counts = iter(self.tokens.count_many([s for _, lines in todo for s in lines]))
+        for key, lines in todo:
+            self._precounted[key] = (lines, [next(counts) for _ in lines])
 
     def _source(self, fi: FileIndex) -> bytes:
         key = (fi.path, fi.content_hash)
@@ -539,21 +579,30 @@ class ContextAssembler:
 class _Snapshot:
     """The index's file records of one generation, each read once (an `IndexView`).
 
-    When the index can list its content hashes (`content_hashes()`: path -> hash, without
-    decoding records), records of files whose hash is unchanged since `previous` are
-    reused instead of read again."""
+    When the index can list a key per record without decoding it (`record_keys()`:
+    path -> (content hash, module, crate, read_only), as `store.Index` does; or
+    `content_hashes()`: path -> content hash), records whose key is unchanged since
+    `previous` are reused instead of read again."""
 
     def __init__(self, index: IndexView, previous: _Snapshot | None = None) -> None:
         self.generation = index.generation
         self._index = index
         self._paths = index.files()
         self.records: dict[str, FileIndex] = {}
-        listing = getattr(index, "content_hashes", None)
-        hashes: Mapping[str, str] = listing() if previous is not None and listing else {}
         old = previous.records if previous is not None else {}
+        keys = getattr(index, "record_keys", None)
+        hashes = getattr(index, "content_hashes", None)
+        if old and keys is not None:
+            listed: Mapping[str, object] = keys()
+            key_of: Callable[[FileIndex], object] = _record_key
+        elif old and hashes is not None:
+            listed = hashes()
+            key_of = _hash_key
+        else:
+            listed, key_of = {}, _hash_key
         for p in self._paths:
             prev = old.get(p)
-            fi = prev if prev is not None and hashes.get(p) == prev.content_hash else (
+            fi = prev if prev is not None and listed.get(p) == key_of(prev) else (
                 index.file(p))
             if fi is not None:
                 self.records[p] = fi
@@ -569,6 +618,14 @@ class _Snapshot:
 
     def items_named(self, name: str) -> list[Item]:
         return self._index.items_named(name)
+
+
+def _record_key(fi: FileIndex) -> tuple[str, str, str, bool]:
+    return (fi.content_hash, fi.module, fi.crate, fi.read_only)
+
+
+def _hash_key(fi: FileIndex) -> str:
+    return fi.content_hash
 
 
 def assemble_context(

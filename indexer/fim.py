@@ -46,6 +46,12 @@ class LineCounter:
             self.misses += 1
         return n
 
+    def seed(self, lines: Sequence[str], counts: Sequence[int]) -> None:
+        """Take exact counts of `lines` counted elsewhere (e.g. ahead of a first visit)."""
+        if len(self._cache) + len(lines) >= self.max_entries:
+            self._cache.clear()
+        self._cache.update(zip(lines, counts, strict=True))
+
     def lines(self, lines: Sequence[str]) -> list[int]:
         """Counts of many lines."""
         get = self._cache.get

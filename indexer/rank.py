@@ -176,8 +176,22 @@ class RefGraph:
         limit: int | None = None,
     ) -> Iterator[tuple[str, str, float]]:
         """`ranked_definitions` as lazy (path, name, score) tuples (callers stop early)."""
+        order, totals = self.ranked_pairs(personalization, mentioned, limit)
+        paths, names = self.paths, self.names
+        for d, i, t in zip(self._pair_dst[order].tolist(), self._pair_ident[order].tolist(),
+                           totals.tolist(), strict=True):
+            yield paths[d], names[i], t
+
+    def ranked_pairs(
+        self,
+        personalization: Mapping[str, float],
+        mentioned: Iterable[str] = (),
+        limit: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`iter_ranked` as arrays: pair indices (`pair_file`, `pair_name` give their file
+        and name ids), best first, and their scores."""
         if len(self.src) == 0:
-            return
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
         rank = self.pagerank(personalization)
         ids = sorted({self.name_id[m] for m in mentioned if m in self.name_id})
         # Each file's rank flows out along its edges, in proportion to their weights.
@@ -202,10 +216,27 @@ class RefGraph:
             order = np.lexsort((ident, dst, key))
             if limit is not None:
                 order = order[:limit]
-        paths, names = self.paths, self.names
-        for d, i, t in zip(dst[order].tolist(), ident[order].tolist(), totals[order].tolist(),
-                           strict=True):
-            yield paths[d], names[i], t
+        return order, totals[order]
+
+    @property
+    def pair_file(self) -> np.ndarray:
+        """File id (index into `paths`) of each (definer, identifier) pair."""
+        return self._pair_dst
+
+    @property
+    def pair_name(self) -> np.ndarray:
+        """Name id (index into `names`) of each (definer, identifier) pair."""
+        return self._pair_ident
+
+    def pair_index(self, path: str, name: str) -> int:
+        """Index of the pair (path, name), or -1 when the graph has no such pair."""
+        d = self.node.get(path)
+        k = self.name_id.get(name)
+        if d is None or k is None or len(self._pairs) == 0:
+            return -1
+        key = d * max(1, len(self.names)) + k
+        i = int(np.searchsorted(self._pairs, key))
+        return i if i < len(self._pairs) and int(self._pairs[i]) == key else -1
 
     def file_ranks(self, personalization: Mapping[str, float]) -> dict[str, float]:
         """PageRank by path (for reports and tests)."""

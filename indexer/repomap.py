@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
 from indexer.items import FileIndex, IndexView
 from indexer.rank import RefGraph, personalization_for
 from indexer.skeleton import FileSkeleton
@@ -81,6 +83,7 @@ class RepoMapper:
         self.chunk_tokens = chunk_tokens
         self._files: dict[tuple[str, str], _FileVersion] = {}
         self._renders: dict[tuple[str, str, frozenset[str]], tuple[str, int]] = {}
+        self._table: _PairTable | None = None
 
     def skeleton(self, fi: FileIndex) -> FileSkeleton:
         """The skeleton of a file version (cached)."""
@@ -138,59 +141,21 @@ class RepoMapper:
         `mentioned` names weigh more, `shown` (path, name) pairs are already in the context."""
         if budget <= 0 or len(graph) == 0:
             return []
+        table = self._table_of(graph)
         personal = personalization_for(path, definition_files)
-        ranked = graph.iter_ranked(personal, mentioned,
-                                   limit=max(64, budget // MAP_TOKENS_PER_PAIR))
-        looked: dict[str, tuple[FileIndex, _FileVersion] | None] = {}
-        files: dict[str, tuple[FileIndex, _FileVersion]] = {}
-        names: dict[str, list[str]] = {}
-        score: dict[str, float] = {}
-        counted: dict[str, frozenset[int]] = {}
-        total = 0
-        for r_path, r_name, r_score in ranked:
-            if r_path == path or (shown and (r_path, r_name) in shown):
-                continue
-            got = looked.get(r_path, False)
-            if got is False:
-                got = looked[r_path] = self._lookup(r_path)
-            if got is None:
-                continue
-            v = got[1]
-            nodes, add = v.nodes_of(r_name)
-            if not nodes:
-                continue
-            seen = counted.get(r_path)
-            if seen is None:
-                new = nodes
-                add += v.header
-            else:
-                new = nodes - seen
-                if not new:
-                    continue
-                if len(new) < len(nodes):
-                    costs = v.costs or []
-                    add = sum(costs[i] for i in new)
-            if total + add > budget:
-                break
-            total += add
-            if seen is None:
-                files[r_path] = got
-                counted[r_path] = new
-                names[r_path] = [r_name]
-                score[r_path] = r_score
-            else:
-                counted[r_path] = seen | new
-                names[r_path].append(r_name)
-                score[r_path] += r_score
+        order, scores = graph.ranked_pairs(personal, mentioned,
+                                           limit=max(64, budget // MAP_TOKENS_PER_PAIR))
+        names, score = table.walk(graph, order, scores, path, shown, budget)
         out = []
-        for p in sorted(names):
-            fi, v = files[p]
-            text, tokens = self._render(p, fi.content_hash, v, names[p])
+        for f in sorted(names, key=graph.paths.__getitem__):
+            p = graph.paths[f]
+            fi, v = table.files[f]  # type: ignore[misc]
+            text, tokens = self._render(p, fi.content_hash, v, names[f])
             if text:
-                shown_names = ", ".join(names[p][:REASON_NAMES]) + (
-                    " ..." if len(names[p]) > REASON_NAMES else "")
-                out.append(MapFile(p, text, tokens, round(score[p], 6),
-                                   f"PageRank {score[p]:.4f}: {shown_names}", fi.content_hash))
+                shown_names = ", ".join(names[f][:REASON_NAMES]) + (
+                    " ..." if len(names[f]) > REASON_NAMES else "")
+                out.append(MapFile(p, text, tokens, round(score[f], 6),
+                                   f"PageRank {score[f]:.4f}: {shown_names}", fi.content_hash))
         over = sum(m.tokens for m in out) - budget
         if over > 0:
             drop = set()
@@ -201,6 +166,18 @@ class RepoMapper:
                 over -= m.tokens
             out = [m for m in out if m.path not in drop]
         return out
+
+    def prepare(self, graph: RefGraph) -> None:
+        """Build the walk's arrays for a new graph now (part of the generation build)
+        rather than in the first request that uses it."""
+        self._table_of(graph)
+
+    def _table_of(self, graph: RefGraph) -> _PairTable:
+        """The walk's arrays for `graph` (built once per graph, i.e. per index generation)."""
+        t = self._table
+        if t is None or t.graph is not graph:
+            t = self._table = _PairTable(graph, self._lookup)
+        return t
 
     def _render(self, path: str, content_hash: str, v: _FileVersion,
                 names: list[str]) -> tuple[str, int]:
@@ -217,3 +194,88 @@ class RepoMapper:
 def _node_text(sk: FileSkeleton, i: int) -> str:
     """Node `i`'s own skeleton lines as they appear inside a chunk (each after a "\\n")."""
     return "\n" + "".join(sk.own_lines(i)).rstrip("\n") if sk.nodes[i].parent != -2 else ""
+
+
+class _PairTable:
+    """Per reference graph: every (file, name) pair's skeleton nodes as global node ids, the
+    nodes' token estimates and each file's header, so that the map's greedy walk over the
+    ranked pairs runs as array operations.
+
+    The walk is the one a plain loop over the ranked pairs does: skip the current file's
+    pairs and pairs already shown; a pair adds the estimate of its nodes not counted yet (and
+    its file's header, the first time); a pair adding no node is skipped; stop before the
+    first pair that would go over the budget."""
+
+    def __init__(self, graph: RefGraph,
+                 lookup: Callable[[str], tuple[FileIndex, _FileVersion] | None]) -> None:
+        self.graph = graph
+        self.files = [lookup(p) for p in graph.paths]
+        offsets = []
+        costs: list[int] = []
+        headers = []
+        for got in self.files:
+            offsets.append(len(costs))
+            if got is None:
+                headers.append(0)
+                continue
+            v = got[1]
+            costs.extend(v.costs or [0] * len(v.sk.nodes))
+            headers.append(v.header)
+        self.node_cost = np.asarray(costs, dtype=np.int64)
+        self.header = np.asarray(headers, dtype=np.int64)
+        names = graph.names
+        ptr = [0]
+        nodes: list[int] = []
+        for f, k in zip(graph.pair_file.tolist(), graph.pair_name.tolist(), strict=True):
+            got = self.files[f]
+            if got is not None:
+                base = offsets[f]
+                nodes.extend(sorted(base + i for i in got[1].nodes_of(names[k])[0]))
+            ptr.append(len(nodes))
+        self.ptr = np.asarray(ptr, dtype=np.int64)
+        self.nodes = np.asarray(nodes, dtype=np.int64)
+
+    def walk(self, graph: RefGraph, order: np.ndarray, scores: np.ndarray, path: str,
+             shown: set[tuple[str, str]], budget: int,
+             ) -> tuple[dict[int, list[str]], dict[int, float]]:
+        """Names (in rank order) and summed scores per file id of the pairs the walk takes."""
+        pair_file = graph.pair_file
+        keep = pair_file[order] != graph.node.get(path, -1)
+        if shown:
+            skip = [i for p, n in shown if (i := graph.pair_index(p, n)) >= 0]
+            if skip:
+                keep &= ~np.isin(order, skip)
+        starts = self.ptr[order]
+        lens = self.ptr[order + 1] - starts
+        keep &= lens > 0
+        order, scores, starts, lens = order[keep], scores[keep], starts[keep], lens[keep]
+        if len(order) == 0:
+            return {}, {}
+        files = pair_file[order]
+        # Every node of every pair, in rank order; a node counts at its first occurrence.
+        total = int(lens.sum())
+        ends = np.cumsum(lens)
+        pos = np.repeat(np.arange(len(order)), lens)
+        flat = self.nodes[np.arange(total) - np.repeat(ends - lens - starts, lens)]
+        first = np.zeros(total, dtype=bool)
+        first[np.unique(flat, return_index=True)[1]] = True
+        add = np.bincount(pos[first], weights=self.node_cost[flat[first]],
+                          minlength=len(order)).astype(np.int64)
+        new = np.bincount(pos[first], minlength=len(order)) > 0
+        head = np.unique(files, return_index=True)[1]
+        add[head] += self.header[files[head]]
+        stop = int(np.searchsorted(np.cumsum(add), budget, side="right"))
+        taken = np.flatnonzero(new[:stop])
+        t_files = files[taken].tolist()
+        t_names = graph.pair_name[order[taken]].tolist()
+        names_of = graph.names
+        out: dict[int, list[str]] = {}
+        for f, k in zip(t_files, t_names, strict=True):
+            got = out.get(f)
+            if got is None:
+                out[f] = [names_of[k]]
+            else:
+                got.append(names_of[k])
+        # Summed in rank order, as a loop would (bincount adds its weights in order).
+        sums = np.bincount(files[taken], weights=scores[taken], minlength=len(graph.paths))
+        return out, {f: float(sums[f]) for f in out}

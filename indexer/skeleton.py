@@ -61,6 +61,7 @@ class FileSkeleton:
             if n.parent >= 0:
                 self.children[n.parent].append(i)
         self._leaves: dict[int, list[str]] = {}     # rendered lines of non-containers
+        self._heads: dict[int, list[str]] = {}      # doc and attribute lines, in place
         self._by_name: dict[str, list[int]] = {}
         for i, n in enumerate(nodes):
             if n.parent != -2:
@@ -116,9 +117,9 @@ class FileSkeleton:
                 shown.add(p)
                 p = self.nodes[p].parent
         lines: list[str] = []
-        for i, n in enumerate(self.nodes):
-            if n.parent == -1 and i in shown:
-                lines.extend(self._render_node(i, shown, chosen))
+        nodes = self.nodes
+        for i in sorted(i for i in shown if nodes[i].parent == -1):
+            lines.extend(self._render_node(i, shown, chosen))
         return "".join(lines)
 
     def _render_node(self, i: int, shown: set[int], chosen: set[int], *,
@@ -129,9 +130,13 @@ class FileSkeleton:
         if leaf and (got := self._leaves.get(i)) is not None:
             return got  # the same lines whatever is shown around it
         ind = "" if standalone else _INDENT * n.depth
-        out = [f"{ind}/// {d}\n" if d else f"{ind}///\n"
-               for d in it.doc.split("\n")[:DOC_MAX_LINES] if it.doc]
-        out += [f"{ind}{a}\n" for a in it.attrs if a.startswith(SHOWN_ATTR_PREFIXES)]
+        if standalone:
+            out = self._head_lines(it, ind)
+        else:
+            head = self._heads.get(i)
+            if head is None:
+                head = self._heads[i] = self._head_lines(it, ind)
+            out = list(head)
         sig = it.signature
         kids = self.children[i]
         whole = i in chosen and it.kind in _WHOLE
@@ -141,9 +146,15 @@ class FileSkeleton:
             out.append(f"{ind}{sig} {{\n")
             if standalone:
                 inner = []
+            nodes = self.nodes
             for k in inner:
-                sub = shown | ({k} if whole else set())
-                out.extend(self._render_node(k, sub, chosen | ({k} if whole else set())))
+                if nodes[k].item.kind not in _CONTAINERS:
+                    # A leaf renders the same whatever is shown or chosen around it.
+                    out.extend(self._render_node(k, shown, chosen))
+                elif whole:
+                    out.extend(self._render_node(k, shown | {k}, chosen | {k}))
+                else:
+                    out.extend(self._render_node(k, shown, chosen))
             if standalone or (kids and len(inner) < len(kids) and it.kind != "enum"):
                 out.append(f"{ind}{_INDENT}...\n" if standalone or it.kind != "struct"
                            else f"{ind}{_INDENT}// other fields elided\n")
@@ -160,6 +171,14 @@ class FileSkeleton:
             out.append(f"{ind}{sig};\n")
         if leaf:
             self._leaves[i] = out
+        return out
+
+    @staticmethod
+    def _head_lines(it: Item, ind: str) -> list[str]:
+        """An item's doc comment (first lines) and shown attributes."""
+        out = [f"{ind}/// {d}\n" if d else f"{ind}///\n"
+               for d in it.doc.split("\n")[:DOC_MAX_LINES] if it.doc]
+        out += [f"{ind}{a}\n" for a in it.attrs if a.startswith(SHOWN_ATTR_PREFIXES)]
         return out
 
     def container_of(self, item: Item) -> Item | None:

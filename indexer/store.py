@@ -311,6 +311,17 @@ class Index:
                 self._cache.popitem(last=False)
             return fi
 
+    @_guarded({})
+    def record_keys(self) -> dict[str, tuple[str, str, str, bool]]:
+        """path -> (content hash, module, crate, read_only) of every file record, read from
+        the `files` table without decoding a record. Every write of a record writes these
+        columns with it (`_resolve_modules` rewrites module and record together), so a
+        record whose key is unchanged is unchanged: `context._Snapshot` re-reads only the
+        others when a new generation is built."""
+        with self._lock:
+            return {p: (h, m or "", c or "", bool(r)) for p, h, m, c, r in self._conn.execute(
+                "SELECT path, content_hash, module, crate, read_only FROM files")}
+
     @_guarded(None)
     def text(self, path: str) -> str | None:
         with self._lock:

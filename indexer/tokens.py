@@ -25,6 +25,9 @@ from collections.abc import Callable, Iterable, Sequence
 
 #: Cut before ASCII whitespace that follows a non-whitespace character.
 _WORD_CUT = re.compile(r"(?<=\S)(?=[ \t\n\r])")
+#: A "\n" with no cut before it: at the start, or after whitespace (Python's `\s` for str
+#: patterns is `str.isspace`).
+_NO_CUT = re.compile(r"(?:^|\s)\n")
 #: Cached line and word pieces (each level) before that level's cache is cleared.
 PIECE_CACHE_MAX = 500_000
 #: Whole texts cached by a non-additive counter before its cache is cleared.
@@ -34,6 +37,11 @@ TEXT_CACHE_MAX = 50_000
 def line_pieces(text: str) -> list[str]:
     """`text` cut before every "\\n" that follows a non-whitespace character."""
     parts = text.split("\n")
+    if len(parts) == 1:
+        return [text] if text else []
+    if _NO_CUT.search(text) is None:
+        # Every "\n" follows a non-whitespace character: a cut before each one.
+        return [parts[0], *["\n" + p for p in parts[1:]]]
     out: list[str] = []
     buf = parts[0]
     for p in parts[1:]:
@@ -109,14 +117,8 @@ class TokenCounter:
             return 0
         if not self.additive:
             return self._texts.get(text)
-        get = self._lines.get
-        total = 0
-        for p in line_pieces(text):
-            n = get(p)
-            if n is None:
-                return None
-            total += n
-        return total
+        counts = list(map(self._lines.get, line_pieces(text)))
+        return None if None in counts else sum(counts)  # type: ignore[arg-type]
 
     def count_many(self, texts: Iterable[str]) -> list[int]:
         """Exact tokens of each text, with one tokenizer batch for everything not cached."""
