@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.hybrid_lsp.conftest import test_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "indexer" / "fixtures" / "ctx_geo"
@@ -19,13 +19,12 @@ DEFAULT_MODEL = ROOT / "engine" / "models" / "hybrid-lsp.gguf"
 def run_complete(where: str, *extra: str, cache: Path) -> dict:
     env = {**os.environ, "HYBRID_LSP_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "hybrid_lsp", "complete", where, "--json",
-                          "--backend", "llama", "--max-tokens", "4", *extra],
+                          "--backend", test_backend(), "--max-tokens", "4", *extra],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
-@pytest.mark.llama
 def test_complete_uses_workspace_context(tmp_path: Path) -> None:
     assert DEFAULT_MODEL.is_file(), "the embedded default model is missing"
     ws = tmp_path / "ctx_geo"

@@ -88,11 +88,16 @@ def test_autotune_under_consumer_smem_cap(d: int) -> None:
 
     set_smem_cap(CONSUMER_SMEM_BYTES)
     la._attn_fwd_tuned.cache.clear()
+    # Earlier tests compiled uncapped configs of the same kernel: check only what this
+    # capped autotuning run compiles.
+    before = {id(kernel) for kernel in _compiled(la._attn_fwd_kernel)}
     try:
         q, k, v = _qkv(1, 8, 2, 3000, 3000, d, torch.bfloat16, seed=d + 1)
         got = la.local_attention(q, k, v, window=700, q_start=0)
         assert rel_err(got, attention_ref(q, k, v, q_start=0, window=700)) < 1e-2
         for kernel in _compiled(la._attn_fwd_kernel):
+            if id(kernel) in before:
+                continue
             if kernel.metadata.shared > CONSUMER_SMEM_BYTES:
                 cfg = la._attn_fwd_tuned.best_config
                 pytest.fail(f"{cfg} uses {kernel.metadata.shared} bytes of shared memory")
