@@ -197,7 +197,9 @@ def _bench_local(n, d, q, k, v, flex, create_block_mask, t_sdpa, tflops, rows, l
     def window_mod(b, h, q_idx, kv_idx):
         return (q_idx >= kv_idx) & (q_idx - kv_idx < WINDOW)
 
-    bm = create_block_mask(window_mod, None, None, n, n, device="cuda")
+    # _compile: build the mask block by block (eager evaluation materializes N x N: 128 GiB
+    # of indices at 128K).
+    bm = create_block_mask(window_mod, None, None, n, n, device="cuda", _compile=True)
     t_flex_w = _ms(lambda: flex(q, k, v, block_mask=bm, enable_gqa=True))
     t_local = _ms(lambda: local_attention(q, k, v, window=WINDOW, q_start=0))
     pairs_w = n * WINDOW - WINDOW * (WINDOW - 1) / 2
@@ -384,12 +386,19 @@ def main(argv: list[str] | None = None) -> int:
     for d in args.head_dims:
         for n in args.n:
             prefill = frozenset(args.parts) & {"local", "dense", "sparse"}
-            if "prefill" not in args.skip and prefill:
-                bench_prefill(n, d, rows, lines, prefill)
-            if "decode" not in args.skip and "decode" in args.parts:
-                bench_decode(n, d, bw, rows, lines)
+            first = len(rows)
+            try:
+                if "prefill" not in args.skip and prefill:
+                    bench_prefill(n, d, rows, lines, prefill)
+                if "decode" not in args.skip and "decode" in args.parts:
+                    bench_decode(n, d, bw, rows, lines)
+            except torch.OutOfMemoryError as exc:  # one shape too large: report, go on
+                lines.append(f"N={n} D={d}: out of GPU memory ({str(exc).splitlines()[0]})")
+                torch.cuda.empty_cache()
             print(f"done N={n} D={d}: " + ", ".join(f"{r['op']} {r['ms']:.3f} ms"
-                                                    for r in rows[-5:]), flush=True)
+                                                    for r in rows[first:]), flush=True)
+            if not args.no_write:  # a partial section survives a run cut short
+                write_markdown(args.out, render(gpu, bw, rows, lines))
     section = render(gpu, bw, rows, lines)
     print(section)
     if not args.no_write:
