@@ -152,6 +152,7 @@ def decode_splits(n_blocks: int, bkv: int, device: torch.device) -> int:
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                      q_start: int | torch.Tensor, k_start: int = 0, window: int | None = None,
                      n_splits: int | None = None, block_n: int | None = None,
+                     num_warps: int = 4,
                      count: bool = False, out: torch.Tensor | None = None,
                      ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Causal (window=None) or sliding-window attention of a few queries against a long cache.
@@ -160,7 +161,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     device, read by the kernel, so a CUDA graph captured once replays at every later position
     (the chunk count then covers the whole cache, or the window, instead of the visible range).
     The call does no host synchronisation and allocates only its workspace and `out`, so it can
-    be captured. `n_splits` and `block_n` override the launch heuristics (tests); with
+    be captured. `n_splits`, `block_n` and `num_warps` override the launch settings (tests,
+    `kernels.tune_decode`); with
     `count=True` the visited key blocks per (batch*KV head, split) come back too; `out` is
     written in place.
     """
@@ -203,7 +205,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         v.stride(0), v.stride(1), v.stride(2),
         Hkv, Tq, Tk, q_start, k_start, win, qk_scale,
         GROUP=group, HEAD_DIM=D, BLOCK_R=block_r, BLOCK_N=block_n, COUNT=count,
-        POS_PTR=pos_ptr, num_warps=4, num_stages=stages,
+        POS_PTR=pos_ptr, num_warps=num_warps, num_stages=stages,
     )
     # One program per output row: the first version looped over the splits in one program per
     # KV head, and its dependent loads cost about 0.13 ms at 128 splits on the H100 [2026-11-23].
