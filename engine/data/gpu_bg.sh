@@ -28,7 +28,7 @@ if [ ! -f "$DIR/pid" ]; then
   echo "== started $NAME: $*" >&2
 fi
 T0=$SECONDS
-while [ ! -f "$DIR/rc" ] && [ $((SECONDS - T0)) -lt "$POLL" ]; do sleep 10; done
+while [ ! -f "$DIR/rc" ] && [ $((SECONDS - T0)) -lt "$POLL" ]; do sleep 2; done
 grep -E "^step|^== |exported|Error|error" "$DIR/log" | tail -6
 if [ -f "$DIR/rc" ]; then
   cp -r "$DIR/out/." "${OUT:-runs/gpu-out}/" 2>/dev/null
