@@ -25,6 +25,7 @@ from engine.train import (
     _all_reduce,
     _autocast,
     build_model,
+    end_distributed,
     flex_block_mask,
     flops_per_token,
     make_optimizer,
@@ -123,10 +124,7 @@ def bench_train(argv: Sequence[str]) -> int:
         print(f"tokens/s {tps:,.0f} ({tps / dist_info.world:,.0f} per rank) | "
               f"MFU {mfu_text} | step {dt / steps * 1e3:.1f} ms | peak memory {mem:.1f} GiB")
     if dist_info.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
+        end_distributed(0)
     return 0
 
 

@@ -1012,15 +1012,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     summary = train(cfg)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
         # torchrun turns any rank's non-zero exit into a failure of the whole job (and kills
         # the other ranks), so a stopped run exits 0 here; `finished` in out_dir/summary.json
         # (written only when the run is done) tells a stopped run from a finished one.
-        return 0
+        end_distributed(0)
     return 0 if summary.get("finished") else 3
+
+
+def end_distributed(code: int = 0) -> None:
+    """Leave a torchrun rank: barrier, destroy the process group, exit without finalization.
+
+    Gloo's worker threads can still hold work objects when the interpreter tears down, and
+    destroying them then aborts the process ("terminate called without an active exception",
+    SIGABRT), which torchrun reports as a failed job although every rank finished. Exiting
+    with `os._exit` after flushing skips that teardown; nothing is left to write by then.
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

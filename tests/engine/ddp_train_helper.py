@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine import config as engine_config  # noqa: E402
 from engine.tokenizer import Tokenizer  # noqa: E402
-from engine.train import Document, parse_overrides, train  # noqa: E402
+from engine.train import Document, end_distributed, parse_overrides, train  # noqa: E402
 
 
 def docs(n: int, seed: int) -> list[Document]:
@@ -41,10 +41,7 @@ def main() -> int:
                                               "val_loss": summary["val_loss"],
                                               "ranks": summary["ranks"]}))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
+        end_distributed(0)
     return 0
 
 
