@@ -327,14 +327,24 @@ class ContextAssembler:
             gc.disable()
             try:
                 snap = _Snapshot(self.index, self._snapshot)
-                self._resolver = Resolver(snap)
-                self._graph = RefGraph(snap.records.values(), gen)
+                changed = snap.changed
+                # The next generation updates the previous one's resolver and graph for the
+                # files that changed (equal to a fresh build; see `Resolver.update` and
+                # `RefGraph.updated`), or builds them anew.
+                if changed is None or self._resolver is None or not self._resolver.update(
+                        snap, changed):
+                    self._resolver = Resolver(snap)
+                if changed is None or self._graph is None:
+                    self._graph = RefGraph(snap.records.values(), gen)
+                else:
+                    self._graph = self._graph.updated(snap.records.values(), gen, changed)
                 self._generation = gen
                 self._snapshot = snap
                 # The map reads file records of this generation from the snapshot too.
                 self.mapper.index = snap
-                self.mapper.warm(fi for p in self._graph.paths
-                                 if (fi := snap.records.get(p)) is not None)
+                warm = self._graph.paths if changed is None else sorted(changed)
+                self.mapper.warm(fi for p in warm if (fi := snap.records.get(p)) is not None
+                                 and not fi.read_only)
                 self.mapper.prepare(self._graph)
                 self._precount(snap)
             finally:
@@ -590,6 +600,9 @@ class _Snapshot:
         self._paths = index.files()
         self.records: dict[str, FileIndex] = {}
         old = previous.records if previous is not None else {}
+        #: Paths whose record differs from `previous` (added and removed ones included);
+        #: None without a previous snapshot.
+        self.changed: set[str] | None = None
         keys = getattr(index, "record_keys", None)
         hashes = getattr(index, "content_hashes", None)
         if old and keys is not None:
@@ -606,6 +619,10 @@ class _Snapshot:
                 index.file(p))
             if fi is not None:
                 self.records[p] = fi
+        if previous is not None:
+            recs = self.records
+            self.changed = {p for p, fi in recs.items() if old.get(p) is not fi}
+            self.changed.update(p for p in old if p not in recs)
 
     def files(self) -> list[str]:
         return list(self._paths)

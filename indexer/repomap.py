@@ -176,7 +176,11 @@ class RepoMapper:
         """The walk's arrays for `graph` (built once per graph, i.e. per index generation)."""
         t = self._table
         if t is None or t.graph is not graph:
-            t = self._table = _PairTable(graph, self._lookup)
+            prev = getattr(graph, "_prev", None)
+            if t is not None and prev is not None and prev() is t.graph:
+                t = self._table = t.updated(graph, self._lookup)
+            else:
+                t = self._table = _PairTable(graph, self._lookup)
         return t
 
     def _render(self, path: str, content_hash: str, v: _FileVersion,
@@ -210,7 +214,7 @@ class _PairTable:
                  lookup: Callable[[str], tuple[FileIndex, _FileVersion] | None]) -> None:
         self.graph = graph
         self.files = [lookup(p) for p in graph.paths]
-        offsets = []
+        offsets: list[int] = []
         costs: list[int] = []
         headers = []
         for got in self.files:
@@ -223,6 +227,7 @@ class _PairTable:
             headers.append(v.header)
         self.node_cost = np.asarray(costs, dtype=np.int64)
         self.header = np.asarray(headers, dtype=np.int64)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
         names = graph.names
         ptr = [0]
         nodes: list[int] = []
@@ -234,6 +239,67 @@ class _PairTable:
             ptr.append(len(nodes))
         self.ptr = np.asarray(ptr, dtype=np.int64)
         self.nodes = np.asarray(nodes, dtype=np.int64)
+
+    def updated(self, graph: RefGraph,
+                lookup: Callable[[str], tuple[FileIndex, _FileVersion] | None]) -> _PairTable:
+        """The table of `graph`, made by `RefGraph.updated` from this table's graph: the
+        changed files' nodes get new ids (appended; node ids only need to be distinct), and
+        only the pairs that are new or belong to a changed file are looked up again."""
+        t = object.__new__(_PairTable)
+        t.graph = graph
+        changed: list[int] = list(graph._changed_nodes)  # type: ignore[attr-defined]
+        files = list(self.files)
+        offsets = self.offsets.copy()
+        header = self.header.copy()
+        costs = [self.node_cost]
+        n_cost = len(self.node_cost)
+        for f in changed:
+            got = files[f] = lookup(graph.paths[f])
+            offsets[f] = n_cost
+            if got is None:
+                header[f] = 0
+                continue
+            v = got[1]
+            c = np.asarray(v.costs or [0] * len(v.sk.nodes), dtype=np.int64)
+            costs.append(c)
+            n_cost += len(c)
+            header[f] = v.header
+        t.files, t.offsets, t.header = files, offsets, header
+        t.node_cost = np.concatenate(costs)
+        pmap = graph._pmap  # type: ignore[attr-defined]
+        n_new = len(graph.pair_file)
+        inv = np.full(n_new, -1, dtype=np.int64)
+        ok = pmap >= 0
+        inv[pmap[ok]] = np.flatnonzero(ok)
+        pf = graph.pair_file
+        is_changed = np.zeros(len(graph.paths), dtype=bool)
+        is_changed[changed] = True
+        fresh = (inv < 0) | is_changed[pf]
+        safe = np.where(fresh, 0, inv)
+        lens = np.where(fresh, 0, self.ptr[safe + 1] - self.ptr[safe])
+        fresh_ids = np.flatnonzero(fresh).tolist()
+        names = graph.names
+        lists = []
+        for p, f, k in zip(fresh_ids, pf[fresh_ids].tolist(),
+                           graph.pair_name[fresh_ids].tolist(), strict=True):
+            got = files[f]
+            base = int(offsets[f])
+            lst = sorted(base + i for i in got[1].nodes_of(names[k])[0]) if got else []
+            lists.append(lst)
+            lens[p] = len(lst)
+        ptr = np.zeros(n_new + 1, dtype=np.int64)
+        np.cumsum(lens, out=ptr[1:])
+        nodes = np.empty(int(ptr[-1]), dtype=np.int64)
+        reuse = np.flatnonzero(~fresh)
+        rl = lens[reuse]
+        total = int(rl.sum())
+        within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(rl) - rl, rl)
+        nodes[np.repeat(ptr[reuse], rl) + within] = self.nodes[
+            np.repeat(self.ptr[inv[reuse]], rl) + within]
+        for p, lst in zip(fresh_ids, lists, strict=True):
+            nodes[ptr[p]:ptr[p + 1]] = lst
+        t.ptr, t.nodes = ptr, nodes
+        return t
 
     def walk(self, graph: RefGraph, order: np.ndarray, scores: np.ndarray, path: str,
              shown: set[tuple[str, str]], budget: int,

@@ -26,7 +26,9 @@ past it, it gives up and answers by name, logging why.
 
 from __future__ import annotations
 
+import bisect
 import logging
+import operator
 import posixpath
 import re
 from collections import defaultdict
@@ -143,7 +145,8 @@ class Resolver:
         self._file_module: dict[str, ModPath] = {}
         self._children: dict[ModPath, set[str]] = defaultdict(set)
         self._scope: dict[ModPath, dict[str, list[Item]]] = defaultdict(lambda: defaultdict(list))
-        self._uses: dict[ModPath, list[UseDecl]] = defaultdict(list)
+        #: module -> (path, use) of every `use` in it, in file order.
+        self._uses: dict[ModPath, list[tuple[str, UseDecl]]] = defaultdict(list)
         self._named_uses: dict[ModPath, dict[str, list[tuple[UseDecl, tuple[str, ...]]]]] = {}
         self._glob_uses: dict[ModPath, list[UseDecl]] = {}
         #: (module, name, at the root of a query) -> result, for this generation.
@@ -206,35 +209,138 @@ class Resolver:
         return out
 
     def _build_scopes(self) -> None:
+        self._order = {p: i for i, p in enumerate(self._files)}
         for path, fi in self._files.items():
-            fmod = self._file_module[path]
-            inline = _inline_mods(fi)
-            for it in fi.items:
-                chain = tuple(m.name for m in inline
-                              if m is not it and m.start_byte <= it.start_byte
-                              and it.end_byte <= m.end_byte)
-                mod = (*fmod, *chain)
-                self._item_module[id(it)] = mod
-                if it.parent is None and it.kind in SCOPE_KINDS:
-                    self._scope[mod][it.name].append(it)
-                    self._by_name[it.name].append(it)
-                    if it.kind == "mod" and it in inline:
-                        self._children[mod].add(it.name)
-                elif it.kind in ("method", "trait_fn", "variant"):
-                    self._by_name[it.name].append(it)
-            for u in fi.uses:
-                chain = tuple(m.name for m in inline if m.start_line < u.line <= m.end_line)
-                self._uses[(*fmod, *chain)].append(u)
-        for mod, uses in self._uses.items():
-            named: dict[str, list[tuple[UseDecl, tuple[str, ...]]]] = defaultdict(list)
-            globs = []
-            for u in uses:
-                if u.glob:
-                    globs.append(u)
-                elif (b := _use_binding(u)) is not None:
-                    named[b[0]].append((u, b[1]))
+            self._add_file(path, fi)
+        for mod in self._uses:
+            self._index_uses(mod)
+
+    def _add_file(self, path: str, fi: FileIndex) -> None:
+        """Add one file's items and `use`s to the scopes, appending (the full build visits
+        files in order; `update` splices them in place of the file's old entries)."""
+        fmod = self._file_module[path]
+        inline = _inline_mods(fi)
+        for it in fi.items:
+            chain = tuple(m.name for m in inline
+                          if m is not it and m.start_byte <= it.start_byte
+                          and it.end_byte <= m.end_byte)
+            mod = (*fmod, *chain)
+            self._item_module[id(it)] = mod
+            if it.parent is None and it.kind in SCOPE_KINDS:
+                self._scope[mod][it.name].append(it)
+                self._by_name[it.name].append(it)
+                if it.kind == "mod" and it in inline:
+                    self._children[mod].add(it.name)
+            elif it.kind in ("method", "trait_fn", "variant"):
+                self._by_name[it.name].append(it)
+        for u in fi.uses:
+            chain = tuple(m.name for m in inline if m.start_line < u.line <= m.end_line)
+            self._uses[(*fmod, *chain)].append((path, u))
+
+    def _index_uses(self, mod: ModPath) -> None:
+        named: dict[str, list[tuple[UseDecl, tuple[str, ...]]]] = defaultdict(list)
+        globs = []
+        for _, u in self._uses.get(mod, ()):
+            if u.glob:
+                globs.append(u)
+            elif (b := _use_binding(u)) is not None:
+                named[b[0]].append((u, b[1]))
+        if mod in self._uses:
             self._named_uses[mod] = dict(named)
             self._glob_uses[mod] = globs
+        else:
+            self._named_uses.pop(mod, None)
+            self._glob_uses.pop(mod, None)
+
+    # -- incremental update ----------------------------------------------------------------
+
+    def update(self, index: IndexView, changed: Iterable[str]) -> bool:
+        """Bring the resolver to `index`'s generation when only the files `changed` differ
+        from the ones it was built on (same path set). Each changed file's scope entries are
+        replaced in place, in file order, so the result equals a fresh `Resolver(index)`.
+        Returns False, changing nothing, when a change could move modules (a `mod`
+        declaration, inline module, crate or the path set changed): rebuild then."""
+        news: dict[str, FileIndex] = {}
+        for p in changed:
+            old = self._files.get(p)
+            fi = index.file(p)
+            if old is None or fi is None or crate_of(old) != crate_of(fi) or (
+                    _module_shape(old) != _module_shape(fi)):
+                return False
+            news[p] = fi
+        if len(index.files()) != len(self._files):
+            return False
+        for p, fi in news.items():
+            self._replace_file(p, self._files[p], fi)
+        self.generation = index.generation
+        self._memo.clear()
+        self._budget_logged.clear()
+        return True
+
+    def _replace_file(self, path: str, old: FileIndex, new: FileIndex) -> None:
+        # Remove the old version's entries.
+        scope_keys: set[tuple[ModPath, str]] = set()
+        names: set[str] = set()
+        for it in old.items:
+            mod = self._item_module.pop(id(it), None)
+            if it.parent is None and it.kind in SCOPE_KINDS:
+                scope_keys.add((mod, it.name))  # type: ignore[arg-type]
+                names.add(it.name)
+            elif it.kind in ("method", "trait_fn", "variant"):
+                names.add(it.name)
+        fmod = self._file_module[path]
+        inline = _inline_mods(old)
+        use_mods = {(*fmod, *(m.name for m in inline if m.start_line < u.line <= m.end_line))
+                    for u in old.uses}
+        for mod, name in scope_keys:
+            by = self._scope[mod]
+            kept = [it for it in by[name] if it.path != path]
+            if kept:
+                by[name] = kept
+            else:
+                del by[name]
+                if not by:
+                    del self._scope[mod]
+        for name in names:
+            kept = [it for it in self._by_name[name] if it.path != path]
+            if kept:
+                self._by_name[name] = kept
+            else:
+                del self._by_name[name]
+        for mod in use_mods:
+            kept_uses = [pu for pu in self._uses[mod] if pu[0] != path]
+            if kept_uses:
+                self._uses[mod] = kept_uses
+            else:
+                del self._uses[mod]
+        # Collect the new version's entries on their own, then splice each list at the
+        # file's place in file order.
+        saved = (self._scope, self._by_name, self._uses)
+        self._scope = defaultdict(lambda: defaultdict(list))
+        self._by_name = defaultdict(list)
+        self._uses = defaultdict(list)
+        self._files[path] = new
+        self._add_file(path, new)
+        add_scope, add_names, add_uses = self._scope, self._by_name, self._uses
+        self._scope, self._by_name, self._uses = saved
+        rank = self._order.__getitem__
+        at = rank(path)
+
+        def splice(lst: list, new_items: list, path_of) -> None:  # noqa: ANN001
+            i = bisect.bisect_left(lst, at, key=lambda x: rank(path_of(x)))
+            lst[i:i] = new_items
+
+        item_path = operator.attrgetter("path")
+        for mod, by in add_scope.items():
+            for name, items in by.items():
+                splice(self._scope[mod][name], items, item_path)
+        for name, items in add_names.items():
+            splice(self._by_name[name], items, item_path)
+        use_path = operator.itemgetter(0)
+        for mod, uses in add_uses.items():
+            splice(self._uses[mod], uses, use_path)
+        for mod in use_mods | set(add_uses):
+            self._index_uses(mod)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -468,6 +574,20 @@ class Resolver:
     def _has_variant(self, enum: Item, name: str) -> bool:
         return any(v.kind == "variant" and v.parent == enum.name and v.path == enum.path
                    for v in self._by_name.get(name, ()))
+
+
+def _module_shape(fi: FileIndex) -> tuple:
+    """What a file contributes to the module tree: its `mod` declarations (with the inline
+    modules around them) and its inline modules. Equal shapes give equal module trees."""
+    inline = _inline_mods(fi)
+    decls = tuple((md.name, md.inline, md.path_attr,
+                   tuple(it.name for it in inline if it.start_line < md.line <= it.end_line))
+                  for md in fi.mods)
+    mods = tuple((it.name, it.parent, tuple(m.name for m in inline if m is not it
+                                            and m.start_byte <= it.start_byte
+                                            and it.end_byte <= m.end_byte))
+                 for it in inline)
+    return decls, mods
 
 
 def _inline_mods(fi: FileIndex) -> list[Item]:
