@@ -75,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"cursor enters an item p50 {ctx.item_change_p50_ms:.1f} ms, "
               f"p95 {ctx.item_change_p95_ms:.1f} ms   target p95 <= 20 ms; keystroke p50 "
               f"{ctx.keystroke_p50_ms:.2f} ms, p95 {ctx.keystroke_p95_ms:.2f} ms; new index "
-              f"generation {ctx.generation_build_ms:.0f} ms\n")
+              f"generation {ctx.generation_build_ms:.0f} ms; next generation after a "
+              f"one-file edit {', '.join(f'{t:.0f}' for t in ctx.next_generation_ms)} ms\n")
     return 0
 
 

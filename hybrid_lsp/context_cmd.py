@@ -249,14 +249,20 @@ class ContextBench:
     item_change_cpu_p95_ms: float = 0.0
     keystroke_cpu_p50_ms: float = 0.0
     keystroke_cpu_p95_ms: float = 0.0
+    # The next generation after one file changed (a save or a buffer update): built from the
+    # previous one (`Resolver.update`, `RefGraph.updated`); one figure per edited file.
+    next_generation_ms: tuple[float, ...] = ()
 
 
 def bench_context_assembly(index: IndexView, count_tokens: Callable[[str], int] | TokenCounter,
                            *,
                            budget: int = DEFAULT_BUDGET_GPU, samples: int = 100,
-                           keystrokes: int = 5, seed: int = 0) -> ContextBench:
+                           keystrokes: int = 5, seed: int = 0,
+                           next_generations: int = 3) -> ContextBench:
     """Assemble contexts at `samples` seeded cursor positions inside functions of the
-    workspace, each followed by `keystrokes` typed characters, and time every call."""
+    workspace, each followed by `keystrokes` typed characters, and time every call; then
+    time `next_generations` index generations, each after one file gained a function (an
+    editor buffer of a persistent index, dropped again at the end)."""
     rng = random.Random(seed)
     spots = [(p, it) for p in index.files() if (fi := index.file(p)) is not None
              and not fi.read_only for it in fi.items if it.kind in ("fn", "method")
@@ -293,11 +299,51 @@ def bench_context_assembly(index: IndexView, count_tokens: Callable[[str], int] 
             asm.assemble(path, typed, line, col, budget=budget)
             key_ms.append((time.perf_counter() - t) * 1000)
             key_cpu.append((time.process_time() - c) * 1000)
+    next_ms = _time_next_generations(index, asm, spots, rng, next_generations)
     return ContextBench(
         budget, samples, round(build * 1000, 1), _pct(item_ms, 50), _pct(item_ms, 95),
         _pct(key_ms, 50), _pct(key_ms, 95), round(statistics.fmean(totals), 1),
         round(statistics.fmean(chunks), 1), round(build_cpu * 1000, 1),
-        _pct(item_cpu, 50), _pct(item_cpu, 95), _pct(key_cpu, 50), _pct(key_cpu, 95))
+        _pct(item_cpu, 50), _pct(item_cpu, 95), _pct(key_cpu, 50), _pct(key_cpu, 95),
+        tuple(next_ms))
+
+
+def _reparse(index: IndexView, path: str, text: str):
+    fi = index.file(path)
+    return parse_file(path, text.encode("utf-8"), module=fi.module if fi else None,
+                      crate=fi.crate if fi else "")
+
+
+def _time_next_generations(index: IndexView, asm: ContextAssembler, spots: list,
+                           rng: random.Random, rounds: int) -> list[float]:
+    """Milliseconds of each next generation after one file gained a new function."""
+    update = getattr(index, "update_text", None)
+    put = getattr(index, "put", None)
+    if update is None and put is None:
+        return []
+    out: list[float] = []
+    edited: dict[str, str] = {}
+    try:
+        for k in range(rounds):
+            path, _ = spots[rng.randrange(len(spots))]
+            old = index.text(path) or ""
+            edited.setdefault(path, old)
+            new = f"{old}\npub fn hybrid_lsp_bench_{k}(x: u32) -> u32 {{\n    x + {k}\n}}\n"
+            if update is not None:
+                update(path, new)
+            else:
+                put(_reparse(index, path, new), new)
+            t = time.perf_counter()
+            asm._per_generation()
+            out.append(round((time.perf_counter() - t) * 1000, 1))
+    finally:
+        for path, old in edited.items():
+            drop = getattr(index, "drop_buffer", None)
+            if drop is not None:
+                drop(path)
+            elif put is not None:
+                put(_reparse(index, path, old), old)
+    return out
 
 
 def _pct(values: list[float], q: int) -> float:

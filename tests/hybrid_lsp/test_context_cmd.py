@@ -73,3 +73,26 @@ def test_memory_index_fallback_matches_the_store(tmp_path: Path) -> None:
         store.reconcile()
         assert sorted(p for p in store.files() if not p.startswith("<")) == sorted(
             p for p in mem.files() if not p.startswith("<"))
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_context_bench_times_next_generations_and_restores_the_index(persistent: bool) -> None:
+    """`bench_context_assembly` times item changes, keystrokes and next generations after
+    one-file edits, and leaves the index's texts as it found them."""
+    from tests.indexer.ctx_fixtures import count_words, load_crate
+
+    index = context_cmd.load_index(FIXTURE) if persistent else load_crate("ctx_geo")
+    try:
+        before = {p: index.text(p) for p in index.files()}
+        r = context_cmd.bench_context_assembly(index, count_words, budget=2048, samples=4,
+                                               keystrokes=2, next_generations=3)
+        assert r.samples == 4 and r.mean_total_tokens > 0
+        assert 0 < r.item_change_p50_ms <= r.item_change_p95_ms
+        assert len(r.next_generation_ms) == 3 and all(t > 0 for t in r.next_generation_ms)
+        assert {p: index.text(p) for p in index.files()} == before
+        assert not any("hybrid_lsp_bench_" in it.name for p in index.files()
+                       for it in index.file(p).items)
+    finally:
+        close = getattr(index, "close", None)
+        if close is not None:
+            close()
