@@ -152,38 +152,62 @@ def load_test_crates(corpus: Path) -> dict[str, dict[str, str]]:
     return files
 
 
+def position_request(pos: Position, files: dict[str, str], tok, budget: int,
+                     context: bool = True):
+    """The FimRequest the server would send at `pos` (the indexer's context over the crate,
+    `budget` tokens); without `context`, the current file alone (the peer)."""
+    from engine.data.documents import Repo
+    from engine.prompt import ContextFile, FimRequest
+    from hybrid_lsp.train_data import RepoContext
+
+    name, _, version = pos.crate.partition("/")
+    if not context:
+        return FimRequest(pos.path, pos.text[:pos.offset], pos.text[pos.offset:], name)
+    repo_files = tuple((p, pos.text if p == pos.path else t) for p, t in sorted(files.items()))
+    ctx = RepoContext(tok, Repo(name, version, repo_files)).assembler.assemble(
+        pos.path, pos.text, pos.line, pos.col, budget=budget)
+    return FimRequest(ctx.path, ctx.prefix, ctx.suffix, ctx.repo_name,
+                      tuple(ContextFile(p, t) for p, t in ctx.context_files()))
+
+
+def score_position(pos: Position, files: dict[str, str], model, tok, budget: int,
+                   context: bool = True) -> tuple[float, int]:
+    """(bits, bytes) of the deleted rest of the line under the served prompt (healed, as
+    served: the healed text is scored too) by a torch model: how much the prompt tells the
+    model about the text the user wanted, with no sampling noise."""
+    import math
+
+    import torch
+
+    from engine.complete import served_prompt
+    from engine.train import token_nats
+
+    req = position_request(pos, files, tok, budget, context)
+    ids, healed = served_prompt(tok, req, budget)
+    text = healed + pos.expected
+    target = tok.encode(text)
+    row = torch.tensor([ids + target], dtype=torch.int64)
+    with torch.no_grad():
+        nats = token_nats(model, row)[0, len(ids) - 1:]
+    return float(nats.sum()) / math.log(2), len(text.encode("utf-8"))
+
+
 def run_position(pos: Position, files: dict[str, str], engine, tok, budget: int,
                  max_tokens: int, context: bool = True) -> Outcome:
     """The server's pipeline at one position: context, prompt, generation, post-processing.
     Without `context`, the prompt holds the current file alone (the peer)."""
     from engine.backends import GenerationRequest
     from engine.complete import served_prompt
-    from engine.data.documents import Repo
-    from engine.prompt import (
-        ContextFile,
-        FimRequest,
-        special_token_strings,
-        unheal_completion,
-    )
+    from engine.prompt import special_token_strings, unheal_completion
     from hybrid_lsp.postprocess import (
         clean_completion,
         cut_at_markers,
         error_count,
         generation_limits,
     )
-    from hybrid_lsp.train_data import RepoContext
 
-    name, _, version = pos.crate.partition("/")
     offset = pos.offset
-    if context:
-        repo_files = tuple((p, pos.text if p == pos.path else t)
-                           for p, t in sorted(files.items()))
-        ctx = RepoContext(tok, Repo(name, version, repo_files)).assembler.assemble(
-            pos.path, pos.text, pos.line, pos.col, budget=budget)
-        req = FimRequest(ctx.path, ctx.prefix, ctx.suffix, ctx.repo_name,
-                         tuple(ContextFile(p, t) for p, t in ctx.context_files()))
-    else:
-        req = FimRequest(pos.path, pos.text[:offset], pos.text[offset:], name)
+    req = position_request(pos, files, tok, budget, context)
     stops, limit = generation_limits(pos.text, offset, max_tokens)
     ids, healed = served_prompt(tok, req, min(budget, engine.n_ctx - limit - 1))
     t0 = time.perf_counter()
@@ -291,7 +315,14 @@ def bench_completions(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs"
                     / "BENCHMARKS.md", help="where the section goes")
     ap.add_argument("--no-write", action="store_true", help="do not update --out")
+    ap.add_argument("--score", action="store_true",
+                    help="also score the deleted rest of the line (bits/byte) under the served "
+                         "and the file-only prompt with the same weights in torch on the CPU")
+    ap.add_argument("--score-only", action="store_true",
+                    help="--score without generating (nothing is written to --out)")
     a = ap.parse_args(argv)
+    if a.score_only:
+        a.score, a.no_write = True, True
     model = a.model or default_model_path()
     try:
         files = load_test_crates(a.corpus)
@@ -303,6 +334,14 @@ def bench_completions(argv: Sequence[str] | None = None) -> int:
     from engine.gguf_io import read_model_info
 
     info = read_model_info(model)
+    positions = sample_positions(files, a.positions, a.seed)
+    scores = score_positions(model, positions, files, info.tokenizer, a.budget) \
+        if a.score else None
+    if a.score_only:
+        print(scores_text(scores, a.budget, a.seed))
+        if a.json:
+            print(json.dumps(scores))
+        return 0
     engine = select_backend(a.backend, model, info=info,
                             n_ctx=max(4096, a.budget + a.max_tokens + 64))
     from hybrid_lsp.bench_serve import cpu_name, write_section
@@ -311,7 +350,6 @@ def bench_completions(argv: Sequence[str] | None = None) -> int:
     peer_outcomes: list[Outcome] = []
     load_start = os.getloadavg()[0]
     try:
-        positions = sample_positions(files, a.positions, a.seed)
         for i, pos in enumerate(positions, 1):
             outcomes.append(run_position(pos, files[pos.crate], engine, info.tokenizer,
                                          a.budget, a.max_tokens))
@@ -351,6 +389,47 @@ def bench_completions(argv: Sequence[str] | None = None) -> int:
               f"prefix {peer['prefix_of_line']}; served/peer shown "
               f"{summary['shown_ok'] / max(1, peer['shown_ok']):.2f}x, exact "
               f"{summary['exact_line'] / max(1, peer['exact_line']):.2f}x")
+    if scores:
+        print(scores_text(scores, a.budget, a.seed))
     if a.samples:
         print("\n" + sample_markdown(outcomes, a.samples))
     return 0
+
+
+def score_positions(model_path: Path, positions: Sequence[Position],
+                    files: dict[str, dict[str, str]], tok, budget: int) -> dict:
+    """Bits/byte of the deleted rests of the lines under the served and the file-only
+    prompts (`score_position`, one torch model on the CPU), summed over `positions`, and in
+    how many positions the served prompt gave the lower bits."""
+    import torch
+
+    from engine.gguf_io import load_gguf
+    from engine.model import Transformer
+
+    loaded = load_gguf(model_path)
+    model = Transformer(loaded.info.args)
+    model.load_state_dict(loaded.state_dict)
+    model.eval()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    served = [score_position(p, files[p.crate], model, tok, budget) for p in positions]
+    peer = [score_position(p, files[p.crate], model, tok, budget, context=False)
+            for p in positions]
+    nbytes = sum(b for _, b in served)
+    return {
+        "positions": len(positions), "bytes": nbytes,
+        "served_bits_per_byte": sum(x for x, _ in served) / max(1, nbytes),
+        "peer_bits_per_byte": sum(x for x, _ in peer) / max(1, sum(b for _, b in peer)),
+        "served_lower": sum(s[0] < p[0] - 1e-9 for s, p in zip(served, peer, strict=True)),
+        "peer_lower": sum(p[0] < s[0] - 1e-9 for s, p in zip(served, peer, strict=True)),
+        "served_bits": [round(x, 3) for x, _ in served],
+        "peer_bits": [round(x, 3) for x, _ in peer],
+    }
+
+
+def scores_text(scores: dict, budget: int, seed: int) -> str:
+    """One paragraph of `score_positions` figures."""
+    s, p = scores["served_bits_per_byte"], scores["peer_bits_per_byte"]
+    return (f"bits/byte of the deleted rest of the line ({scores['positions']} positions, "
+            f"{scores['bytes']} bytes, seed {seed}, budget {budget}): served {s:.3f}, file "
+            f"only {p:.3f} (served/peer {s / p if p else float('nan'):.3f}); served lower at "
+            f"{scores['served_lower']} positions, file only lower at {scores['peer_lower']}")

@@ -48,3 +48,30 @@ def test_section_reports_served_peer_and_ratio() -> None:
     assert "| 9 / 10 (90%) | 6 / 10 (60%) | 1.50x |" in text
     assert "| 4 / 10 (40%) | 2 / 10 (20%) | 2.00x |" in text
     assert "served / peer" not in section_text(served, None, "")
+
+
+def test_scoring_sees_what_the_repository_context_gives() -> None:
+    """With the shipped model, the served prompt (holding the definition the line calls)
+    makes the deleted rest of the line cheaper than the file-only prompt does."""
+    from hybrid_lsp.bench_completions import Position, score_positions
+    from hybrid_lsp.cli import default_model_path
+
+    widget = ("/// A frobnicator for widgets.\npub struct Frobnicator {\n    pub limit: u32,\n}\n\n"
+              "/// Builds the widget frobnicator with a limit.\n"
+              "pub fn configure_widget_frobnicator(limit: u32) -> Frobnicator {\n"
+              "    Frobnicator { limit }\n}\n")
+    lib = ("mod widget;\nuse crate::widget::{configure_widget_frobnicator, Frobnicator};\n\n"
+           "pub fn build() -> Frobnicator {\n    let f = configure_widget_frobnicator(7);\n"
+           "    f\n}\n")
+    line = lib.split("\n")[4]
+    col = line.index("configure_") + len("configure_")
+    rows = lib.split("\n")
+    rows[4] = line[:col]
+    pos = Position("w/1.0", "src/lib.rs", 4, col, "\n".join(rows), line[col:])
+    files = {"w/1.0": {"src/lib.rs": lib, "src/widget.rs": widget}}
+    from engine.gguf_io import read_model_info
+
+    tok = read_model_info(default_model_path()).tokenizer
+    scores = score_positions(default_model_path(), [pos], files, tok, 2048)
+    assert scores["bytes"] >= len("widget_frobnicator(7);")
+    assert 0 < scores["served_bits"][0] < scores["peer_bits"][0]
