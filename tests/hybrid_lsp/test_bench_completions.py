@@ -1,4 +1,5 @@
-"""hybrid_lsp.bench_completions: position sampling and the report (no model needed)."""
+"""hybrid_lsp.bench_completions: position sampling and the report (no model needed), and the
+scoring of served against file-only prompts (the shipped model)."""
 
 from __future__ import annotations
 
