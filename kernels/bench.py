@@ -266,6 +266,21 @@ def _bench_sparse(n, d, q, k, v, flex, t_sdpa, tflops, rows, lines) -> None:
     lines.append(f"N={n} D={d} sparse (with selection) under a CUDA graph {_graph_ms(fn):.3f} ms"
                  f", eager {t_sparse:.3f} ms; host {_host_us(fn):.0f} us per call")
     lines.append(f"N={n} D={d} " + _kernels_line("sparse", _kernel_us(fn)))
+    # Variants of the selected-block loop (docs/KERNELS.md), attention only, same selection.
+    base = _ms(lambda: sparse_attention(q, k, v, q_start=0, selection=sel, **SPARSE))
+    parts = [f"pointer loads {base:.3f} ms"]
+    for name, kw in (("descriptors", dict(tma=True)),
+                     ("descriptors + warp specialisation", dict(tma=True, warp_specialize=True))):
+        try:
+            got = sparse_attention(q, k, v, q_start=0, selection=sel, **SPARSE, **kw)[0]
+            same = torch.equal(got, sparse_attention(q, k, v, q_start=0, selection=sel,
+                                                     **SPARSE)[0])
+            t = _ms(lambda kw=kw: sparse_attention(q, k, v, q_start=0, selection=sel,
+                                                   **SPARSE, **kw))
+            parts.append(f"{name} {t:.3f} ms ({base / t:.2f}x{'' if same else ', DIFFERS'})")
+        except Exception as e:  # noqa: BLE001 - an experiment that does not compile is a result
+            parts.append(f"{name} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+    lines.append(f"N={n} D={d} sparse attention-only variants: " + "; ".join(parts))
 
 
 def bench_decode(n: int, d: int, bw: float, rows: list[dict], lines: list[str]) -> None:

@@ -127,8 +127,13 @@ def _sparse_fwd_kernel(
     Hq, Tq, Tk, q_start, k_start, qb0, n_qb, qk_scale,
     GROUP: tl.constexpr, S: tl.constexpr, HEAD_DIM: tl.constexpr, N_LOCAL: tl.constexpr,
     MAX_SEL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, COUNT: tl.constexpr,
+    TMA: tl.constexpr, WS: tl.constexpr,
 ):
-    """BLOCK_M queries of one head: selected blocks (unmasked), then the local range."""
+    """BLOCK_M queries of one head: selected blocks (unmasked), then the local range.
+
+    TMA: the selected blocks' K/V come through on-device tensor descriptors (sm_90+); WS:
+    that loop is warp-specialised (Triton's Hopper/Blackwell pass). Both are experiments for
+    the benchmark (docs/KERNELS.md), off by default."""
     SUB_M: tl.constexpr = S // BLOCK_M
     SUB_N: tl.constexpr = S // BLOCK_N
     n_tiles = tl.num_programs(0)
@@ -158,12 +163,21 @@ def _sparse_fwd_kernel(
     # -- stage 1: selected blocks (sink and top-k), every key visible to every query --
     row = pid_bh * n_qb + i_qb
     n_sel = tl.where(has_rows, tl.load(Cnt + row), 0)
-    for it in range(0, n_sel * SUB_N):
+    if TMA:
+        k_desc = tl.make_tensor_descriptor(k_base, shape=[Tk, HEAD_DIM], strides=[stride_kn, 1],
+                                           block_shape=[BLOCK_N, HEAD_DIM])
+        v_desc = tl.make_tensor_descriptor(v_base, shape=[Tk, HEAD_DIM], strides=[stride_vn, 1],
+                                           block_shape=[BLOCK_N, HEAD_DIM])
+    for it in tl.range(0, n_sel * SUB_N, warp_specialize=WS):
         c = tl.load(Idx + row * MAX_SEL + it // SUB_N)
         start_n = c * S - k_start + (it % SUB_N) * BLOCK_N
-        offs = start_n + offs_n
-        k = tl.load(k_base + offs[:, None] * stride_kn + offs_d[None, :])
-        v = tl.load(v_base + offs[:, None] * stride_vn + offs_d[None, :])
+        if TMA:
+            k = k_desc.load([start_n, 0])
+            v = v_desc.load([start_n, 0])
+        else:
+            offs = start_n + offs_n
+            k = tl.load(k_base + offs[:, None] * stride_kn + offs_d[None, :])
+            v = tl.load(v_base + offs[:, None] * stride_vn + offs_d[None, :])
         qk = tl.dot(q, tl.trans(k)) * qk_scale
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         p = tl.math.exp2(qk - m_new[:, None])
@@ -236,12 +250,15 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_sta
                      k_start: int = 0, block: int = 128, top_k: int = 8, n_local: int = 2,
                      sink: int = 1, selection: tuple[torch.Tensor, torch.Tensor] | None = None,
                      tile: tuple[int, int] | None = None, count: bool = False,
-                     out: torch.Tensor | None = None) -> tuple[
+                     out: torch.Tensor | None = None, tma: bool = False,
+                     warp_specialize: bool = False) -> tuple[
                          torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
     """Block-sparse causal attention; returns (out, (idx, cnt) selection, visited-block counter).
 
     `selection` reuses an index list from `select_blocks`; `tile=(BLOCK_M, BLOCK_N)` fixes the
     attention tile (both must divide `block`); `out` is written in place (tests poison it).
+    `tma` / `warp_specialize`: benchmark variants of the selected-block loop (sm_90+; K and V
+    rows 16-byte aligned), same results.
     """
     check_qkv(q, k, v)
     if n_local < 1 or sink < 0 or top_k < 0:
@@ -267,17 +284,31 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_sta
     counter = torch.full((B * Hq, n_tiles), -1, dtype=torch.int32, device=q.device) \
         if count else cnt
     qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634  # 1/sqrt(D) * 1/ln(2) for exp2
+    if tma and not interpreting():
+        _tma_scratch()
     _sparse_fwd_kernel[(n_tiles, B * Hq)](
         q, k, v, out, idx, cnt, counter,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         Hq, Tq, Tk, q_start, k_start, qb0, n_qb, qk_scale,
         GROUP=Hq // Hkv, S=block, HEAD_DIM=D, N_LOCAL=n_local, MAX_SEL=idx.shape[-1],
-        BLOCK_M=bm, BLOCK_N=bn, COUNT=count,
+        BLOCK_M=bm, BLOCK_N=bn, COUNT=count, TMA=tma, WS=warp_specialize,
         num_warps=1 if interpreting() else (8 if bm >= 128 else 4),  # (64, 64) ran with 4
         num_stages=1 if interpreting() else 3,
     )
     return out, selection, (counter if count else None)
+
+
+def _tma_scratch() -> None:
+    """On-device tensor descriptors need a global scratch allocator (set once per process)."""
+    if getattr(_tma_scratch, "done", False):
+        return
+
+    def alloc(size: int, alignment: int, stream) -> torch.Tensor:
+        return torch.empty(size, dtype=torch.int8, device="cuda")
+
+    triton.set_allocator(alloc)
+    _tma_scratch.done = True
 
 
 def sparse_block_mask_ref(q: torch.Tensor, k: torch.Tensor, *, q_start: int, k_start: int = 0,

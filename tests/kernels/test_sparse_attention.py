@@ -62,3 +62,21 @@ def test_sparse_matches_token_reference(i: int) -> None:
         local = -(-(q_hi + 1 - max(qb - n_local + 1, 0) * block) // TILE)
         expected = cnt[:, t // sub] * sub + local
         assert torch.equal(visited[:, t].cpu(), expected.cpu())
+
+
+@pytest.mark.parametrize("i", [0, 1, 3])
+def test_tma_variant_gives_the_same_output(i: int) -> None:
+    """The benchmark's descriptor variant of the selected-block loop computes the same
+    output as the pointer loads (the interpreter runs descriptors too)."""
+    b, hkv, group, tq, q_start, d, block, top_k, n_local, sink, dtype = CASES[i]
+    hq = hkv * group
+    gen = torch.Generator().manual_seed(900 + i)
+    q = randn(b, hq, tq, d, dtype=dtype, device=DEVICE, gen=gen)
+    k = randn(b, hkv, q_start + tq, d, dtype=dtype, device=DEVICE, gen=gen)
+    v = randn(b, hkv, q_start + tq, d, dtype=dtype, device=DEVICE, gen=gen)
+    kw = dict(q_start=q_start, block=block, top_k=top_k, n_local=n_local, sink=sink,
+              tile=(TILE, TILE))
+    plain, sel, _ = sparse_attention(q, k, v, out=poisoned(q.shape, dtype, DEVICE), **kw)
+    tma, _, _ = sparse_attention(q, k, v, selection=sel, tma=True,
+                                 out=poisoned(q.shape, dtype, DEVICE), **kw)
+    assert torch.equal(plain, tma)
