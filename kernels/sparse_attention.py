@@ -117,6 +117,26 @@ def _select_kernel(Q, Pk, Scratch, Idx, Cnt,
     tl.store(Cnt + row, tl.sum(chosen, 0))
 
 
+# 2^f on [0, 1), degree 3, fitted for relative error (max 7.5e-5; bf16 probabilities keep 8
+# bits): FlashAttention-4's way of moving part of the exponentials onto the FMA units.
+_EXP2_C0 = tl.constexpr(0.99992522)
+_EXP2_C1 = tl.constexpr(0.69583354)
+_EXP2_C2 = tl.constexpr(0.22606716)
+_EXP2_C3 = tl.constexpr(0.07802452)
+
+
+@triton.jit
+def _exp2_poly(x):
+    """2^x for x <= 0 without the special-function unit: a polynomial for the fraction, the
+    integer part added to the exponent bits; exactly 0 below -126 (and for -inf)."""
+    xc = tl.maximum(x, -126.0)
+    j = tl.floor(xc)
+    f = xc - j
+    p = ((_EXP2_C3 * f + _EXP2_C2) * f + _EXP2_C1) * f + _EXP2_C0
+    bits = p.to(tl.int32, bitcast=True) + (j.to(tl.int32) << 23)
+    return tl.where(x < -126.0, 0.0, bits.to(tl.float32, bitcast=True))
+
+
 @triton.jit
 def _sparse_fwd_kernel(
     Q, K, V, Out, Idx, Cnt, Count,
@@ -127,13 +147,14 @@ def _sparse_fwd_kernel(
     Hq, Tq, Tk, q_start, k_start, qb0, n_qb, qk_scale,
     GROUP: tl.constexpr, S: tl.constexpr, HEAD_DIM: tl.constexpr, N_LOCAL: tl.constexpr,
     MAX_SEL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, COUNT: tl.constexpr,
-    TMA: tl.constexpr, WS: tl.constexpr,
+    TMA: tl.constexpr, WS: tl.constexpr, POLY: tl.constexpr,
 ):
     """BLOCK_M queries of one head: selected blocks (unmasked), then the local range.
 
     TMA: the selected blocks' K/V come through on-device tensor descriptors (sm_90+); WS:
     that loop is warp-specialised (Triton's Hopper/Blackwell pass). Both are experiments for
-    the benchmark (docs/KERNELS.md), off by default."""
+    the benchmark (docs/KERNELS.md), off by default. POLY: the second half of each selected
+    key tile takes its exponentials from `_exp2_poly` (pointer loads only)."""
     SUB_M: tl.constexpr = S // BLOCK_M
     SUB_N: tl.constexpr = S // BLOCK_N
     n_tiles = tl.num_programs(0)
@@ -171,19 +192,37 @@ def _sparse_fwd_kernel(
     for it in tl.range(0, n_sel * SUB_N, warp_specialize=WS):
         c = tl.load(Idx + row * MAX_SEL + it // SUB_N)
         start_n = c * S - k_start + (it % SUB_N) * BLOCK_N
-        if TMA:
-            k = k_desc.load([start_n, 0])
-            v = v_desc.load([start_n, 0])
+        if POLY:
+            HALF: tl.constexpr = BLOCK_N // 2
+            o1 = start_n + tl.arange(0, HALF)
+            o2 = o1 + HALF
+            k1 = tl.load(k_base + o1[:, None] * stride_kn + offs_d[None, :])
+            k2 = tl.load(k_base + o2[:, None] * stride_kn + offs_d[None, :])
+            v1 = tl.load(v_base + o1[:, None] * stride_vn + offs_d[None, :])
+            v2 = tl.load(v_base + o2[:, None] * stride_vn + offs_d[None, :])
+            s1 = tl.dot(q, tl.trans(k1)) * qk_scale
+            s2 = tl.dot(q, tl.trans(k2)) * qk_scale
+            m_new = tl.maximum(m_i, tl.maximum(tl.max(s1, 1), tl.max(s2, 1)))
+            p1 = tl.math.exp2(s1 - m_new[:, None])
+            p2 = _exp2_poly(s2 - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p1, 1) + tl.sum(p2, 1)
+            acc = acc * alpha[:, None] + tl.dot(p1.to(v1.dtype), v1) \
+                + tl.dot(p2.to(v2.dtype), v2)
         else:
-            offs = start_n + offs_n
-            k = tl.load(k_base + offs[:, None] * stride_kn + offs_d[None, :])
-            v = tl.load(v_base + offs[:, None] * stride_vn + offs_d[None, :])
-        qk = tl.dot(q, tl.trans(k)) * qk_scale
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.math.exp2(qk - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            if TMA:
+                k = k_desc.load([start_n, 0])
+                v = v_desc.load([start_n, 0])
+            else:
+                offs = start_n + offs_n
+                k = tl.load(k_base + offs[:, None] * stride_kn + offs_d[None, :])
+                v = tl.load(v_base + offs[:, None] * stride_vn + offs_d[None, :])
+            qk = tl.dot(q, tl.trans(k)) * qk_scale
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            p = tl.math.exp2(qk - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
         n_vis += 1
     # -- stage 2: local blocks, contiguous: unmasked interior, then the causal diagonal --
@@ -251,14 +290,15 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_sta
                      sink: int = 1, selection: tuple[torch.Tensor, torch.Tensor] | None = None,
                      tile: tuple[int, int] | None = None, count: bool = False,
                      out: torch.Tensor | None = None, tma: bool = False,
-                     warp_specialize: bool = False) -> tuple[
+                     warp_specialize: bool = False, poly_exp: bool = False) -> tuple[
                          torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
     """Block-sparse causal attention; returns (out, (idx, cnt) selection, visited-block counter).
 
     `selection` reuses an index list from `select_blocks`; `tile=(BLOCK_M, BLOCK_N)` fixes the
     attention tile (both must divide `block`); `out` is written in place (tests poison it).
     `tma` / `warp_specialize`: benchmark variants of the selected-block loop (sm_90+; K and V
-    rows 16-byte aligned), same results.
+    rows 16-byte aligned), same results. `poly_exp`: half of that loop's exponentials by
+    polynomial (results within 1e-4 relative of the exact exp2; not with `tma`).
     """
     check_qkv(q, k, v)
     if n_local < 1 or sink < 0 or top_k < 0:
@@ -284,6 +324,10 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_sta
     counter = torch.full((B * Hq, n_tiles), -1, dtype=torch.int32, device=q.device) \
         if count else cnt
     qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634  # 1/sqrt(D) * 1/ln(2) for exp2
+    if tma and poly_exp:
+        raise ValueError("Expected at most one of tma and poly_exp")
+    if poly_exp and bn < 32:
+        raise ValueError(f"Expected a key tile of at least 32 with poly_exp, got {bn}")
     if tma and not interpreting():
         _tma_scratch()
     _sparse_fwd_kernel[(n_tiles, B * Hq)](
@@ -292,7 +336,7 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_sta
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         Hq, Tq, Tk, q_start, k_start, qb0, n_qb, qk_scale,
         GROUP=Hq // Hkv, S=block, HEAD_DIM=D, N_LOCAL=n_local, MAX_SEL=idx.shape[-1],
-        BLOCK_M=bm, BLOCK_N=bn, COUNT=count, TMA=tma, WS=warp_specialize,
+        BLOCK_M=bm, BLOCK_N=bn, COUNT=count, TMA=tma, WS=warp_specialize, POLY=poly_exp,
         num_warps=1 if interpreting() else (8 if bm >= 128 else 4),  # (64, 64) ran with 4
         num_stages=1 if interpreting() else 3,
     )
