@@ -197,6 +197,11 @@ class HardenedProtocol(LanguageServerProtocol):
         method = getattr(message, "method", None)
         if method == types.INITIALIZE:
             self.initialized = True
+        if method == types.EXIT and self.shutdown_requested:
+            # The exit code says whether `shutdown` was *received* (LSP: 0 if so, else 1).
+            # pygls sets its flag only once our async shutdown handler has finished, which a
+            # pipelined `exit` can overtake (the storm test exited 1 under load).
+            self._shutdown = True
         if method == types.EXIT and self._request_futures:
             # A client that pipelines `exit` still gets its pending answers first.
             asyncio.ensure_future(self._exit_when_answered(message))

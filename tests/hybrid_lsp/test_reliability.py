@@ -157,10 +157,11 @@ class RawServer:
     """The real server over pipes; a thread collects every message it sends."""
 
     def __init__(self, tmp: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "hybrid_lsp.serve_cmd"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, cwd=ROOT,
-                                     env=server_env(tmp, env))
+        self.stderr_path = tmp / "server.stderr"
+        with self.stderr_path.open("wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "hybrid_lsp.serve_cmd"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=err, cwd=ROOT, env=server_env(tmp, env))
         self.received: list[dict] = []
         self._cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -189,6 +190,10 @@ class RawServer:
                 got = {m.get("id") for m in self.received}
                 assert left > 0, f"unanswered: {sorted(map(str, ids - got))[:10]}"
                 self._cond.wait(left)
+
+    def stderr_tail(self, n: int = 3000) -> str:
+        """The end of what the server wrote to stderr (for failure messages)."""
+        return self.stderr_path.read_bytes()[-n:].decode("utf-8", "replace")
 
     def rss_kb(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -265,7 +270,7 @@ def test_protocol_storm_one_answer_per_id_bounded_rss_and_log_cap(tmp_path: Path
         server.send({"jsonrpc": "2.0", "id": "bye", "method": "shutdown"})
         server.send({"jsonrpc": "2.0", "method": "exit"})
         server.proc.stdin.close()
-        assert server.proc.wait(30) == 0
+        assert server.proc.wait(30) == 0, server.stderr_tail()
     finally:
         if server.proc.poll() is None:
             server.proc.kill()

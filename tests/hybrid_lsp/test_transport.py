@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
 
 from hybrid_lsp.transport import (
     INVALID_PARAMS,
@@ -17,6 +20,7 @@ from hybrid_lsp.transport import (
     PARSE_ERROR,
     SERVER_NOT_INITIALIZED,
     FrameReader,
+    HardenedProtocol,
     sniff_id,
     valid_id,
 )
@@ -124,3 +128,38 @@ def test_malformed_corpus_over_stdio(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     notes = [r for r in _read_responses(proc.stdout) if r.get("method") == "window/showMessage"]
     assert len(notes) <= 1  # only the unusable model file, no popup per bad message
+
+
+def test_pipelined_exit_after_a_slow_shutdown_exits_0(monkeypatch) -> None:
+    """LSP: exit gives 0 when `shutdown` was received, even if its handler is still running
+    when a pipelined `exit` is handled (pygls sets its flag only after the handler)."""
+    ls = LanguageServer("t", "v", protocol_cls=HardenedProtocol)
+
+    @ls.feature(types.SHUTDOWN)
+    async def slow_shutdown(ls: LanguageServer, params: None) -> None:
+        await asyncio.sleep(0.5)
+
+    proto = ls.protocol
+    sent = []
+    proto._send_data = lambda data: sent.append(data)
+    orig = HardenedProtocol._exit_when_answered
+    monkeypatch.setattr(HardenedProtocol, "_exit_when_answered",
+                        lambda self, m, timeout=5.0: orig(self, m, timeout=0.05))
+    codes = []
+    monkeypatch.setattr("sys.exit", lambda code=0: codes.append(code))
+
+    async def run() -> None:
+        def body(obj: dict) -> None:
+            proto.handle_body(json.dumps(obj).encode())
+        body({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+              "params": {"processId": None, "rootUri": None, "capabilities": {}}})
+        await asyncio.sleep(0.05)
+        body({"jsonrpc": "2.0", "id": 2, "method": "shutdown"})
+        body({"jsonrpc": "2.0", "method": "exit"})
+        for _ in range(100):
+            if codes:
+                break
+            await asyncio.sleep(0.02)
+
+    asyncio.run(run())
+    assert codes == [0]
