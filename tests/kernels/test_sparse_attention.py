@@ -67,18 +67,23 @@ def test_sparse_matches_token_reference(i: int) -> None:
         assert torch.equal(visited[:, t].cpu(), expected.cpu())
 
 
+def case_inputs(case: tuple, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """Random q, k, v for a CASES-style tuple, and the selection keywords it names."""
+    b, hkv, group, tq, q_start, d, block, top_k, n_local, sink, dtype = case
+    gen = torch.Generator().manual_seed(seed)
+    q = randn(b, hkv * group, tq, d, dtype=dtype, device=DEVICE, gen=gen)
+    k = randn(b, hkv, q_start + tq, d, dtype=dtype, device=DEVICE, gen=gen)
+    v = randn(b, hkv, q_start + tq, d, dtype=dtype, device=DEVICE, gen=gen)
+    return q, k, v, dict(q_start=q_start, block=block, top_k=top_k, n_local=n_local, sink=sink)
+
+
 @pytest.mark.parametrize("i", [0, 1, 3])
 def test_tma_variant_gives_the_same_output(i: int) -> None:
     """The benchmark's descriptor variant of the selected-block loop computes the same
     output as the pointer loads (the interpreter runs descriptors too)."""
-    b, hkv, group, tq, q_start, d, block, top_k, n_local, sink, dtype = CASES[i]
-    hq = hkv * group
-    gen = torch.Generator().manual_seed(900 + i)
-    q = randn(b, hq, tq, d, dtype=dtype, device=DEVICE, gen=gen)
-    k = randn(b, hkv, q_start + tq, d, dtype=dtype, device=DEVICE, gen=gen)
-    v = randn(b, hkv, q_start + tq, d, dtype=dtype, device=DEVICE, gen=gen)
-    kw = dict(q_start=q_start, block=block, top_k=top_k, n_local=n_local, sink=sink,
-              tile=(TILE, TILE))
+    dtype = CASES[i][-1]
+    q, k, v, kw = case_inputs(CASES[i], 900 + i)
+    kw["tile"] = (TILE, TILE)
     plain, sel, _ = sparse_attention(q, k, v, out=poisoned(q.shape, dtype, DEVICE), **kw)
     tma, _, _ = sparse_attention(q, k, v, selection=sel, tma=True,
                                  out=poisoned(q.shape, dtype, DEVICE), **kw)
@@ -92,20 +97,15 @@ def test_tma_variant_gives_the_same_output(i: int) -> None:
 def test_polynomial_exp_variant_matches_the_reference(case: tuple) -> None:
     """Half of the selected tiles' exponentials by polynomial: the output still matches the
     token-level reference, and stays within 2e-3 of the exact-exp2 kernel."""
-    b, hkv, group, tq, q_start, d, block, top_k, n_local, sink, dtype = case
-    hq = hkv * group
-    gen = torch.Generator().manual_seed(77 + tq)
-    q = randn(b, hq, tq, d, dtype=dtype, device=DEVICE, gen=gen)
-    k = randn(b, hkv, q_start + tq, d, dtype=dtype, device=DEVICE, gen=gen)
-    v = randn(b, hkv, q_start + tq, d, dtype=dtype, device=DEVICE, gen=gen)
-    kw = dict(q_start=q_start, block=block, top_k=top_k, n_local=n_local, sink=sink,
-              tile=(16, 32))
+    dtype, top_k = case[-1], case[7]
+    q, k, v, sel_kw = case_inputs(case, 77 + case[3])
+    kw = {**sel_kw, "tile": (16, 32)}
     exact, sel, _ = sparse_attention(q, k, v, out=poisoned(q.shape, dtype, DEVICE), **kw)
     poly, _, _ = sparse_attention(q, k, v, selection=sel, poly_exp=True,
                                   out=poisoned(q.shape, dtype, DEVICE), **kw)
-    want = sparse_block_mask_ref(q, k, q_start=q_start, block=block, top_k=top_k,
-                                 n_local=n_local, sink=sink)
-    ref = sparse_attention_ref(q, k, v, q_start=q_start, block=block, block_mask=want)
+    want = sparse_block_mask_ref(q, k, **sel_kw)
+    ref = sparse_attention_ref(q, k, v, q_start=sel_kw["q_start"], block=sel_kw["block"],
+                               block_mask=want)
     assert rel_err(poly, ref) < TOL[dtype]
     assert rel_err(poly, exact) < 2e-3
     assert not torch.equal(poly, exact) or top_k == 0  # the polynomial path ran
