@@ -115,6 +115,8 @@ class TrainConfig:
     bf16: bool = True                  # autocast matmuls to bfloat16
     compile: str = "auto"              # auto (on CUDA) | on | off
     attention: str = "auto"            # auto (flex on CUDA, sdpa on the CPU) | flex | sdpa
+    causal_sdpa: bool = False          # with flex: causal (global) layers through SDPA's
+    #                                    fused kernels instead (same function, no mask)
     peak_tflops: float = 0.0           # for MFU; 0 = known GPUs' dense bf16 peak
 
 
@@ -392,7 +394,10 @@ def flex_block_mask(t: int, window: int | None, device: torch.device):
 
 class FlexTrainAttention(Attention):
     """`Attention` for training: the same projections and RoPE, FlexAttention for the
-    local (window) and global (causal) masks, differentiable; no KV cache."""
+    local (window) and global (causal) masks, differentiable; no KV cache. With
+    `causal_sdpa`, causal layers use SDPA's fused causal kernels (flash/cuDNN) instead."""
+
+    causal_sdpa: bool = False
 
     def forward(self, x: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor):
         from engine.model import apply_rope
@@ -404,9 +409,13 @@ class FlexTrainAttention(Attention):
         v = self.wv(x).view(b, t, -1, hd).transpose(1, 2)
         if self.rope:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        mask = flex_block_mask(t, self.args.window if self.local else None, x.device)
         q, k, v = (z.to(torch.bfloat16) if torch.is_autocast_enabled() else z
                    for z in (q, k, v))
+        if self.causal_sdpa and not self.local:
+            y = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1])
+            return self.wo(y.to(x.dtype).transpose(1, 2).reshape(b, t, -1))
+        mask = flex_block_mask(t, self.args.window if self.local else None, x.device)
         if torch.compiler.is_compiling():  # inside the compiled model: trace flex itself
             from torch.nn.attention.flex_attention import flex_attention as fn
         else:
@@ -441,6 +450,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, device: torch.device
     if resolve(cfg, device)[0] == "flex":
         for blk in model.layers:
             blk.attention.__class__ = FlexTrainAttention
+            blk.attention.causal_sdpa = cfg.causal_sdpa
     return model.to(device), args
 
 

@@ -245,6 +245,15 @@ def test_flex_training_attention_matches_the_model(tiny_model: str,
     rows = torch.randint(0, 300, (2, 33), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(token_nats(ref, rows), token_nats(flex, rows), atol=1e-5)
+    # causal layers through SDPA's fused kernels: the same function, hybrid and all-global
+    for all_global in (False, True):
+        cfg = TrainConfig(model=tiny_model, attention="sdpa", all_global=all_global)
+        ref, _ = build_model(cfg, 300, dev)
+        mixed, _ = build_model(replace(cfg, attention="flex", causal_sdpa=True), 300, dev)
+        assert all(b.attention.causal_sdpa for b in mixed.layers)
+        mixed.load_state_dict(ref.state_dict())
+        with torch.no_grad():
+            assert torch.allclose(token_nats(ref, rows), token_nats(mixed, rows), atol=1e-5)
 
 
 def test_bench_train_prints_throughput(tiny_model: str, capsys: pytest.CaptureFixture) -> None:
