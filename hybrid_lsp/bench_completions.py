@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -168,6 +169,38 @@ def position_request(pos: Position, files: dict[str, str], tok, budget: int,
         pos.path, pos.text, pos.line, pos.col, budget=budget)
     return FimRequest(ctx.path, ctx.prefix, ctx.suffix, ctx.repo_name,
                       tuple(ContextFile(p, t) for p, t in ctx.context_files()))
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RUST_KEYWORDS = frozenset(
+    "as async await break const continue crate dyn else enum extern false fn for if impl in "
+    "let loop match mod move mut pub ref return self Self static struct super trait true type "
+    "unsafe use where while Some None Ok Err Box Vec String Option Result".split())
+
+
+def new_identifiers(pos: Position) -> list[str]:
+    """Identifiers (3+ characters, not keywords or prelude names) of the deleted rest of the
+    line that appear nowhere in the rest of the file: what the file alone cannot tell."""
+    seen = set(_IDENT.findall(pos.text))
+    out: list[str] = []
+    for name in _IDENT.findall(pos.expected):
+        if len(name) >= 3 and name not in _RUST_KEYWORDS and name not in seen \
+                and name not in out:
+            out.append(name)
+    return out
+
+
+def context_coverage(pos: Position, files: dict[str, str], tok, budget: int
+                     ) -> tuple[int, int]:
+    """(identifiers new to the file, how many of them the served repository context holds)."""
+    names = new_identifiers(pos)
+    if not names:
+        return 0, 0
+    req = position_request(pos, files, tok, budget)
+    held = set()
+    for cf in req.context:
+        held.update(_IDENT.findall(cf.text))
+    return len(names), sum(n in held for n in names)
 
 
 def score_position(pos: Position, files: dict[str, str], model, tok, budget: int,
@@ -415,8 +448,20 @@ def score_positions(model_path: Path, positions: Sequence[Position],
     peer = [score_position(p, files[p.crate], model, tok, budget, context=False)
             for p in positions]
     nbytes = sum(b for _, b in served)
+    cover = [context_coverage(p, files[p.crate], tok, budget) for p in positions]
+    # The positions where the context holds a name the file does not: there it can help.
+    helped = [i for i, (_, held) in enumerate(cover) if held]
+
+    def bpb(rows: list[tuple[float, int]], idx: list[int]) -> float:
+        return sum(rows[i][0] for i in idx) / max(1, sum(rows[i][1] for i in idx))
+
     return {
         "positions": len(positions), "bytes": nbytes,
+        "new_name_positions": sum(n > 0 for n, _ in cover),
+        "new_names": sum(n for n, _ in cover), "new_names_in_context": sum(h for _, h in cover),
+        "context_holds_positions": len(helped),
+        "context_holds_served_bpb": bpb(served, helped),
+        "context_holds_peer_bpb": bpb(peer, helped),
         "served_bits_per_byte": sum(x for x, _ in served) / max(1, nbytes),
         "peer_bits_per_byte": sum(x for x, _ in peer) / max(1, sum(b for _, b in peer)),
         "served_lower": sum(s[0] < p[0] - 1e-9 for s, p in zip(served, peer, strict=True)),
@@ -432,4 +477,9 @@ def scores_text(scores: dict, budget: int, seed: int) -> str:
     return (f"bits/byte of the deleted rest of the line ({scores['positions']} positions, "
             f"{scores['bytes']} bytes, seed {seed}, budget {budget}): served {s:.3f}, file "
             f"only {p:.3f} (served/peer {s / p if p else float('nan'):.3f}); served lower at "
-            f"{scores['served_lower']} positions, file only lower at {scores['peer_lower']}")
+            f"{scores['served_lower']} positions, file only lower at {scores['peer_lower']}. "
+            f"Names of the deleted text new to the file: {scores['new_names']} at "
+            f"{scores['new_name_positions']} positions, {scores['new_names_in_context']} of them "
+            f"in the served context; at the {scores['context_holds_positions']} positions where "
+            f"the context holds one: served {scores['context_holds_served_bpb']:.3f}, file only "
+            f"{scores['context_holds_peer_bpb']:.3f}")

@@ -76,3 +76,27 @@ def test_scoring_sees_what_the_repository_context_gives() -> None:
     scores = score_positions(default_model_path(), [pos], files, tok, 2048)
     assert scores["bytes"] >= len("widget_frobnicator(7);")
     assert 0 < scores["served_bits"][0] < scores["peer_bits"][0]
+
+
+def test_coverage_counts_names_the_file_lacks_and_the_context_holds() -> None:
+    """A deleted field access: the field's name is new to the file, and the served context
+    (the struct's definition, since the file names the struct) holds it; keywords and names
+    the file already has do not count."""
+    from engine.gguf_io import read_model_info
+    from hybrid_lsp.bench_completions import Position, context_coverage, new_identifiers
+    from hybrid_lsp.cli import default_model_path
+
+    widget = "/// A widget.\npub struct Widget {\n    pub frobnicate_limit: u32,\n}\n"
+    lib = ("mod widget;\nuse crate::widget::Widget;\n\npub fn build(w: &Widget) -> u32 {\n"
+           "    let f = w.frobnicate_limit as u32 + 1;\n    f\n}\n")
+    rows = lib.split("\n")
+    col = rows[4].index("w.") + len("w.")
+    expected = rows[4][col:]
+    rows[4] = rows[4][:col]
+    pos = Position("w/1.0", "src/lib.rs", 4, col, "\n".join(rows), expected)
+    assert new_identifiers(pos) == ["frobnicate_limit"]  # not `as`, `u32` (in the file)
+    tok = read_model_info(default_model_path()).tokenizer
+    files = {"src/lib.rs": lib, "src/widget.rs": widget}
+    assert context_coverage(pos, files, tok, 2048) == (1, 1)
+    other = {"src/lib.rs": lib, "src/widget.rs": "pub struct Widget {\n    pub x: u32,\n}\n"}
+    assert context_coverage(pos, other, tok, 2048) == (1, 0)
