@@ -172,7 +172,7 @@ def position_request(pos: Position, files: dict[str, str], tok, budget: int,
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_RUST_KEYWORDS = frozenset(
+_NOT_COUNTED = frozenset(
     "as async await break const continue crate dyn else enum extern false fn for if impl in "
     "let loop match mod move mut pub ref return self Self static struct super trait true type "
     "unsafe use where while Some None Ok Err Box Vec String Option Result".split())
@@ -184,27 +184,24 @@ def new_identifiers(pos: Position) -> list[str]:
     seen = set(_IDENT.findall(pos.text))
     out: list[str] = []
     for name in _IDENT.findall(pos.expected):
-        if len(name) >= 3 and name not in _RUST_KEYWORDS and name not in seen \
+        if len(name) >= 3 and name not in _NOT_COUNTED and name not in seen \
                 and name not in out:
             out.append(name)
     return out
 
 
-def context_coverage(pos: Position, files: dict[str, str], tok, budget: int
-                     ) -> tuple[int, int]:
-    """(identifiers new to the file, how many of them the served repository context holds)."""
+def context_coverage(pos: Position, req) -> tuple[int, int]:
+    """(identifiers new to the file, how many of them the served request's repository
+    context holds); `req` is `position_request(pos, ...)`."""
     names = new_identifiers(pos)
-    if not names:
-        return 0, 0
-    req = position_request(pos, files, tok, budget)
-    held = set()
+    held: set[str] = set()
     for cf in req.context:
         held.update(_IDENT.findall(cf.text))
     return len(names), sum(n in held for n in names)
 
 
 def score_position(pos: Position, files: dict[str, str], model, tok, budget: int,
-                   context: bool = True) -> tuple[float, int]:
+                   context: bool = True, req=None) -> tuple[float, int]:
     """(bits, bytes) of the deleted rest of the line under the served prompt (healed, as
     served: the healed text is scored too) by a torch model: how much the prompt tells the
     model about the text the user wanted, with no sampling noise."""
@@ -215,7 +212,7 @@ def score_position(pos: Position, files: dict[str, str], model, tok, budget: int
     from engine.complete import served_prompt
     from engine.train import token_nats
 
-    req = position_request(pos, files, tok, budget, context)
+    req = req or position_request(pos, files, tok, budget, context)
     ids, healed = served_prompt(tok, req, budget)
     text = healed + pos.expected
     target = tok.encode(text)
@@ -444,11 +441,13 @@ def score_positions(model_path: Path, positions: Sequence[Position],
     model.load_state_dict(loaded.state_dict)
     model.eval()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    served = [score_position(p, files[p.crate], model, tok, budget) for p in positions]
+    reqs = [position_request(p, files[p.crate], tok, budget) for p in positions]
+    served = [score_position(p, files[p.crate], model, tok, budget, req=r)
+              for p, r in zip(positions, reqs, strict=True)]
     peer = [score_position(p, files[p.crate], model, tok, budget, context=False)
             for p in positions]
     nbytes = sum(b for _, b in served)
-    cover = [context_coverage(p, files[p.crate], tok, budget) for p in positions]
+    cover = [context_coverage(p, r) for p, r in zip(positions, reqs, strict=True)]
     # The positions where the context holds a name the file does not: there it can help.
     helped = [i for i, (_, held) in enumerate(cover) if held]
 

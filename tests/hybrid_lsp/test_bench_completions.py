@@ -83,7 +83,12 @@ def test_coverage_counts_names_the_file_lacks_and_the_context_holds() -> None:
     (the struct's definition, since the file names the struct) holds it; keywords and names
     the file already has do not count."""
     from engine.gguf_io import read_model_info
-    from hybrid_lsp.bench_completions import Position, context_coverage, new_identifiers
+    from hybrid_lsp.bench_completions import (
+        Position,
+        context_coverage,
+        new_identifiers,
+        position_request,
+    )
     from hybrid_lsp.cli import default_model_path
 
     widget = "/// A widget.\npub struct Widget {\n    pub frobnicate_limit: u32,\n}\n"
@@ -97,6 +102,6 @@ def test_coverage_counts_names_the_file_lacks_and_the_context_holds() -> None:
     assert new_identifiers(pos) == ["frobnicate_limit"]  # not `as`, `u32` (in the file)
     tok = read_model_info(default_model_path()).tokenizer
     files = {"src/lib.rs": lib, "src/widget.rs": widget}
-    assert context_coverage(pos, files, tok, 2048) == (1, 1)
+    assert context_coverage(pos, position_request(pos, files, tok, 2048)) == (1, 1)
     other = {"src/lib.rs": lib, "src/widget.rs": "pub struct Widget {\n    pub x: u32,\n}\n"}
-    assert context_coverage(pos, other, tok, 2048) == (1, 0)
+    assert context_coverage(pos, position_request(pos, other, tok, 2048)) == (1, 0)
